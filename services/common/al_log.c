@@ -83,11 +83,10 @@ void al_log_write(int level, const char *event, const char *fmt, ...)
     gmtime_r(&tv.tv_sec, &tm);
     if (level < 0 || level > AL_LOG_ERROR)
         level = AL_LOG_ERROR;
-        o = (size_t)snprintf(line, sizeof(line),
-                             "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s svc=%s event=%s ",
-                             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                             tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level], log_svc,
-                             event);
+    o = (size_t)snprintf(line, sizeof(line),
+                         "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s svc=%s event=%s ",
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level], log_svc, event);
     if (o < sizeof(line)) {
         va_start(ap, fmt);
         int m = vsnprintf(line + o, sizeof(line) - o, fmt, ap);
