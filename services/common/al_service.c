@@ -1,0 +1,271 @@
+/*
+ * al_service: shared process runtime (config, TLS, gRPC, health, ops,
+ * signals); see al_service.h.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include "al_err.h"
+#include "al_grpc.h"
+#include "al_health.h"
+#include "al_log.h"
+#include "al_metrics.h"
+#include "al_ops.h"
+#include "al_service.h"
+#include "al_tls.h"
+
+#define SC(member, type) AL_CFG_OFF(struct al_service_config, member, type)
+
+static const struct al_cfg_field common_fields[] = {
+    {"listen", AL_CFG_STRING, SC(listen, char *), "127.0.0.1:0", "gRPC listen address host:port", 0,
+     0, 0, NULL, NULL},
+    {"ops_listen", AL_CFG_STRING, SC(ops_listen, char *), "127.0.0.1:0",
+     "ops HTTP listen address (/metrics, /healthz, /readyz)", 0, 0, 0, NULL, NULL},
+    {"insecure", AL_CFG_BOOL, SC(insecure, int), "false",
+     "serve plaintext h2c without TLS (development only)", 0, 0, 0, NULL, NULL},
+    {"tls.cert_file", AL_CFG_STRING, SC(tls_cert_file, char *), NULL,
+     "PEM certificate chain of this service", 0, 0, 0, NULL, NULL},
+    {"tls.key_file", AL_CFG_STRING, SC(tls_key_file, char *), NULL,
+     "PEM private key of this service (a file path, never the key itself)", 0, 0, 0, NULL, NULL},
+    {"tls.ca_file", AL_CFG_STRING, SC(tls_ca_file, char *), NULL,
+     "PEM CA bundle that clients' certificates must chain to", 0, 0, 0, NULL, NULL},
+    {"tls.client_cert", AL_CFG_STRING, SC(tls_client_cert, char *), "require",
+     "require: clients must present a certificate from tls.ca_file (mTLS); optional: verify "
+     "one if offered (for callers that authenticate with API keys)",
+     0, 0, 0, NULL, NULL},
+    {"log_level", AL_CFG_STRING, SC(log_level, char *), "info", "debug, info, warn or error", 0, 0,
+     0, NULL, NULL},
+    {"grpc.max_message_size", AL_CFG_SIZE, SC(max_message_size, size_t), "4MiB",
+     "largest gRPC message accepted or sent", 1024, 1LL << 30, 0, NULL, NULL},
+    {"grpc.max_concurrent_streams", AL_CFG_INT, SC(max_concurrent_streams, int), "1000",
+     "HTTP/2 streams per connection", 1, 100000, 0, NULL, NULL},
+    {"grpc.drain_timeout", AL_CFG_DURATION_MS, SC(drain_timeout_ms, long long), "30s",
+     "how long SIGTERM waits for open calls before closing connections", 0, 3600000, 0, NULL, NULL},
+};
+#define NCOMMON (sizeof(common_fields) / sizeof(common_fields[0]))
+
+static struct al_cfg_field *merge_fields(size_t common_off, const struct al_cfg_field *own,
+                                         size_t nown)
+{
+    struct al_cfg_field *f = calloc(NCOMMON + nown, sizeof(*f));
+    if (!f)
+        return NULL;
+    memcpy(f, common_fields, sizeof(common_fields));
+    for (size_t i = 0; i < NCOMMON; i++)
+        f[i].offset += common_off;
+    if (nown)
+        memcpy(f + NCOMMON, own, nown * sizeof(*own));
+    return f;
+}
+
+static int validate_common(const struct al_service_config *c, char *err, size_t n)
+{
+    if (!c->insecure && (!c->tls_cert_file || !c->tls_key_file || !c->tls_ca_file)) {
+        snprintf(err, n,
+                 "tls.cert_file, tls.key_file and tls.ca_file are required (or set insecure "
+                 "= true for plaintext h2c in development)");
+        return AL_ERR_CONFIG;
+    }
+    if (strcmp(c->tls_client_cert, "require") != 0 && strcmp(c->tls_client_cert, "optional") != 0) {
+        snprintf(err, n, "tls.client_cert: must be require or optional");
+        return AL_ERR_CONFIG;
+    }
+    if (al_log_set_level_name(c->log_level) < 0) {
+        snprintf(err, n, "log_level: must be debug, info, warn or error");
+        return AL_ERR_CONFIG;
+    }
+    return 0;
+}
+
+int al_service_load_config(const char *prog, const char *summary, void *cfg, size_t common_off,
+                           const struct al_cfg_field *own_fields, size_t nown, int argc,
+                           char **argv)
+{
+    struct al_config_opts o = {.prog = prog, .summary = summary};
+    struct al_cfg_field *f = merge_fields(common_off, own_fields, nown);
+    char err[1024];
+    int rc;
+
+    if (!f)
+        return AL_ERR_NOMEM;
+    rc = al_config_load(f, NCOMMON + nown, cfg, argc, argv, &o, err, sizeof(err));
+    if (rc == 0 && !o.help_shown)
+        rc = validate_common((struct al_service_config *)((char *)cfg + common_off), err,
+                             sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        al_config_cleanup(f, NCOMMON + nown, cfg);
+        free(f);
+        return AL_ERR_CONFIG;
+    }
+    free(f);
+    if (o.help_shown)
+        return 1;
+    if (o.check_only) {
+        printf("config ok\n");
+        return 1;
+    }
+    return 0;
+}
+
+void al_service_free_config(void *cfg, size_t common_off, const struct al_cfg_field *own_fields,
+                            size_t nown)
+{
+    struct al_cfg_field *f = merge_fields(common_off, own_fields, nown);
+    if (!f)
+        return;
+    al_config_cleanup(f, NCOMMON + nown, cfg);
+    free(f);
+}
+
+static void sig_term_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    al_service_drain(w->data);
+}
+
+static void sig_hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct al_service *svc = w->data;
+    (void)loop;
+    (void)revents;
+    AL_LOG_INFO("service.reload", "signal=SIGHUP");
+    if (svc->tls)
+        al_tls_reload(svc->tls);
+    if (svc->on_reload)
+        svc->on_reload(svc);
+}
+
+static int ready_cb(void *user, char *why, size_t n)
+{
+    struct al_service *svc = user;
+    if (svc->draining) {
+        snprintf(why, n, "draining");
+        return 0;
+    }
+    if (svc->ready)
+        return svc->ready(svc, why, n);
+    return 1;
+}
+
+static void harden_process(void)
+{
+    struct rlimit rl = {0, 0};
+    /* no core dumps and no ptrace/proc-mem access by same-uid processes:
+     * service memory can hold keys and credential values */
+    setrlimit(RLIMIT_CORE, &rl);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int al_service_init(struct al_service *svc, const char *name, struct al_service_config *cfg)
+{
+    int rc;
+
+    memset(svc, 0, sizeof(*svc));
+    svc->name = name;
+    svc->cfg = cfg;
+    al_log_set_service(name);
+    harden_process();
+    svc->loop = EV_DEFAULT;
+    rc = al_metrics_new(&svc->metrics);
+    if (rc < 0)
+        return rc;
+    if (!cfg->insecure) {
+        struct al_tls_opts to = {.cert_file = cfg->tls_cert_file,
+                                 .key_file = cfg->tls_key_file,
+                                 .ca_file = cfg->tls_ca_file,
+                                 .server = 1,
+                                 .require_peer_cert = strcmp(cfg->tls_client_cert, "require") == 0};
+        rc = al_tls_new(&to, &svc->tls);
+        if (rc < 0)
+            return rc;
+    } else {
+        AL_LOG_WARN("service.insecure", "reason=\"insecure = true: plaintext h2c, no client "
+                                        "identities; development only\"");
+    }
+    struct al_grpc_server_opts go = {
+        .listen = cfg->listen,
+        .tls = svc->tls,
+        .insecure = cfg->insecure,
+        .require_client_cert = !cfg->insecure && strcmp(cfg->tls_client_cert, "require") == 0,
+        .max_message_bytes = cfg->max_message_size,
+        .max_concurrent_streams = (uint32_t)cfg->max_concurrent_streams,
+        .drain_timeout_s = (double)cfg->drain_timeout_ms / 1000.0,
+        .metrics = svc->metrics,
+    };
+    rc = al_grpc_server_new(svc->loop, &go, &svc->grpc);
+    if (rc < 0)
+        return rc;
+    rc = al_health_new(svc->grpc, &svc->health);
+    if (rc < 0)
+        return rc;
+    rc = al_ops_new(svc->loop, cfg->ops_listen, svc->metrics, &svc->ops);
+    if (rc < 0) {
+        AL_LOG_ERROR("service.ops", "addr=%s reason=\"%s\"", cfg->ops_listen, al_strerror(rc));
+        return rc;
+    }
+    al_ops_set_ready_cb(svc->ops, ready_cb, svc);
+    return 0;
+}
+
+static void drained_cb(void *user)
+{
+    struct al_service *svc = user;
+    AL_LOG_INFO("service.stop", "reason=drained");
+    ev_break(svc->loop, EVBREAK_ALL);
+}
+
+void al_service_drain(struct al_service *svc)
+{
+    if (svc->draining)
+        return;
+    svc->draining = 1;
+    AL_LOG_INFO("service.drain", "open_connections=%zu", al_grpc_server_connections(svc->grpc));
+    if (svc->on_drain)
+        svc->on_drain(svc);
+    al_health_shutdown(svc->health);
+    al_grpc_server_shutdown(svc->grpc, drained_cb, svc);
+}
+
+int al_service_run(struct al_service *svc)
+{
+    int rc = al_grpc_server_start(svc->grpc);
+    if (rc < 0) {
+        AL_LOG_ERROR("service.listen", "addr=%s reason=\"%s\"", svc->cfg->listen, al_strerror(rc));
+        return rc;
+    }
+    ev_signal_init(&svc->sig_term, sig_term_cb, SIGTERM);
+    ev_signal_init(&svc->sig_int, sig_term_cb, SIGINT);
+    ev_signal_init(&svc->sig_hup, sig_hup_cb, SIGHUP);
+    svc->sig_term.data = svc->sig_int.data = svc->sig_hup.data = svc;
+    ev_signal_start(svc->loop, &svc->sig_term);
+    ev_signal_start(svc->loop, &svc->sig_int);
+    ev_signal_start(svc->loop, &svc->sig_hup);
+    AL_LOG_INFO("service.start", "grpc_port=%d ops_port=%d tls=%s", al_grpc_server_port(svc->grpc),
+                al_ops_port(svc->ops), svc->tls ? "mtls" : "off");
+    ev_run(svc->loop, 0);
+    return 0;
+}
+
+void al_service_cleanup(struct al_service *svc)
+{
+    ev_signal_stop(svc->loop, &svc->sig_term);
+    ev_signal_stop(svc->loop, &svc->sig_int);
+    ev_signal_stop(svc->loop, &svc->sig_hup);
+    al_ops_free(svc->ops);
+    svc->ops = NULL;
+    al_grpc_server_free(svc->grpc);
+    svc->grpc = NULL;
+    al_health_free(svc->health);
+    svc->health = NULL;
+    al_tls_free(svc->tls);
+    svc->tls = NULL;
+    al_metrics_free(svc->metrics);
+    svc->metrics = NULL;
+}

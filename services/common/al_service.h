@@ -1,0 +1,97 @@
+/*
+ * al_service: the runtime every Airlock service process shares.
+ *
+ * It loads the common configuration keys (below) together with the service's
+ * own, builds the TLS context, the gRPC server with grpc.health.v1, the ops
+ * HTTP port (/metrics, /healthz, /readyz) and the metrics registry, and runs
+ * the loop. SIGHUP reloads the certificate, key and CA bundle without dropping
+ * connections; SIGTERM/SIGINT drain: health goes NOT_SERVING, GOAWAY on every
+ * connection, the loop ends when they have closed or drain_timeout passed.
+ *
+ * Common keys (file / AIRLOCK_* env / --flag):
+ *   listen               gRPC address "host:port"
+ *   ops_listen           ops HTTP address "host:port"
+ *   insecure             serve h2c without TLS (explicit opt-in; default false)
+ *   tls.cert_file, tls.key_file, tls.ca_file   PEM files (mTLS; required unless insecure)
+ *   tls.client_cert      require (default) | optional
+ *   log_level            debug | info | warn | error
+ *   grpc.max_message_size, grpc.max_concurrent_streams, grpc.drain_timeout
+ *
+ * Lifecycle: al_service_load_config() -> al_service_init() -> register
+ * services on al_service_grpc() -> al_service_run() -> al_service_cleanup().
+ */
+#ifndef AL_SERVICE_H
+#define AL_SERVICE_H
+
+#include <stddef.h>
+
+#include <ev.h>
+
+#include "al_config.h"
+
+struct al_grpc_server;
+struct al_health;
+struct al_metrics;
+struct al_ops;
+struct al_tls;
+
+struct al_service_config {
+    char *listen;
+    char *ops_listen;
+    int insecure;
+    char *tls_cert_file, *tls_key_file, *tls_ca_file;
+    char *tls_client_cert; /* "require" | "optional" */
+    char *log_level;
+    size_t max_message_size;
+    int max_concurrent_streams;
+    long long drain_timeout_ms;
+};
+
+struct al_service {
+    const char *name;
+    struct ev_loop *loop;
+    struct al_service_config *cfg; /* borrowed */
+    struct al_tls *tls;
+    struct al_metrics *metrics;
+    struct al_grpc_server *grpc;
+    struct al_health *health;
+    struct al_ops *ops;
+    ev_signal sig_term, sig_int, sig_hup;
+    int draining;
+    /* optional hooks */
+    void (*on_reload)(struct al_service *svc); /* after a SIGHUP reload */
+    void (*on_drain)(struct al_service *svc);  /* SIGTERM: before connections drain */
+    int (*ready)(struct al_service *svc, char *why, size_t n); /* /readyz; NULL = ready */
+    void *user;
+};
+
+/*
+ * Loads defaults < file < env < flags into `cfg`, the service's own config
+ * struct, which embeds a struct al_service_config at offset `common_off`;
+ * own_fields (offsets relative to cfg) add the service's keys. On --help or a
+ * successful --check-config it prints and returns 1 (the caller exits 0).
+ * Returns 0 to go on, or AL_ERR_CONFIG after printing "prog: <reason>"
+ * (file:line: key: reason) to stderr.
+ */
+int al_service_load_config(const char *prog, const char *summary, void *cfg, size_t common_off,
+                           const struct al_cfg_field *own_fields, size_t nown, int argc,
+                           char **argv);
+
+/* Frees what al_service_load_config() stored in cfg. */
+void al_service_free_config(void *cfg, size_t common_off, const struct al_cfg_field *own_fields,
+                            size_t nown);
+
+/* Builds TLS, metrics, gRPC server (not yet listening), health and the ops
+ * port. cfg is borrowed for the service's life. Returns 0 or a negative code
+ * (logged). */
+int al_service_init(struct al_service *svc, const char *name, struct al_service_config *cfg);
+
+/* Starts listening and runs the loop until drained. Returns 0 or a negative code. */
+int al_service_run(struct al_service *svc);
+
+/* Starts the drain programmatically (as SIGTERM does). */
+void al_service_drain(struct al_service *svc);
+
+void al_service_cleanup(struct al_service *svc);
+
+#endif
