@@ -555,21 +555,33 @@ static int parse_setting(const struct al_cfg_field *f, const config_setting_t *s
     return fail(why, wl, "bad field type");
 }
 
-static void setting_where(const config_setting_t *s, char *buf, size_t n)
+/* The file (or env/flag tag) s came from, and whether lines mean anything. */
+static const char *setting_source(const config_setting_t *s, int *has_lines)
 {
     const config_setting_t *root = s;
     const struct src_tag *t;
-    const char *file = config_setting_source_file(s);
 
+    *has_lines = 1;
+    if (config_setting_source_file(s))
+        return config_setting_source_file(s);
     while (root->parent)
         root = root->parent;
     t = root->hook;
-    if (file)
-        snprintf(buf, n, "%s:%u", file, config_setting_source_line(s));
-    else if (t && !t->has_lines)
-        snprintf(buf, n, "%s", t->name);
+    if (!t)
+        return "<config>";
+    *has_lines = t->has_lines;
+    return t->name;
+}
+
+static void setting_where(const config_setting_t *s, char *buf, size_t n)
+{
+    int lines;
+    const char *src = setting_source(s, &lines);
+
+    if (lines)
+        snprintf(buf, n, "%s:%u", src, config_setting_source_line(s));
     else
-        snprintf(buf, n, "%s:%u", t ? t->name : "<config>", config_setting_source_line(s));
+        snprintf(buf, n, "%s", src);
 }
 
 /* "pools[1].name": names of groups joined by '.', list elements as [i]. */
@@ -612,9 +624,11 @@ int al_config_errf(char *err, size_t errlen, const config_setting_t *s, const ch
  */
 static int run_custom(struct load *l, const struct al_cfg_field *f, const config_setting_t *s)
 {
-    char why[WHY_MAX] = "", where[512];
+    char why[WHY_MAX] = "";
     void *p = field_ptr(l, f);
-    int rc;
+    const char *src;
+    size_t k;
+    int rc, lines;
 
     clear_field(f, p);
     rc = f->custom(s, p, why, sizeof(why));
@@ -622,9 +636,10 @@ static int run_custom(struct load *l, const struct al_cfg_field *f, const config
         return 0;
     if (rc == AL_ERR_NOMEM)
         return fail(l->err, l->errlen, "%s: out of memory", f->path);
-    setting_where(s, where, sizeof(where));
-    if (why[0] && strncmp(why, where, strlen(where)) == 0)
-        return fail(l->err, l->errlen, "%s", why);
+    src = setting_source(s, &lines);
+    k = strlen(src);
+    if (strncmp(why, src, k) == 0 && why[k] == ':')
+        return fail(l->err, l->errlen, "%s", why); /* already names its spot */
     return al_config_errf(l->err, l->errlen, s, "%s", why[0] ? why : "invalid value");
 }
 
@@ -680,13 +695,14 @@ static int apply_custom_text(struct load *l, const struct al_cfg_field *f, const
     int rc = AL_ERR_NOMEM;
 
     config_init(&c);
-    config_setting_set_hook(config_root_setting(&c), &tag);
     src = wrap_value(f->path, text);
     if (!src)
         goto out;
     rc = fail(l->err, l->errlen, "%s: not a single libconfig value", where);
     if (!config_read_string(&c, src))
         goto out;
+    /* after the read: reading replaces the root setting */
+    config_setting_set_hook(config_root_setting(&c), &tag);
     /* exactly one member at each level: the value may not smuggle in more keys */
     s = config_root_setting(&c);
     for (const char *seg = f->path;;) {
@@ -861,7 +877,6 @@ static int load_file(struct load *l)
     if (!l->o->text && !l->config_file)
         return 0;
     config_init(&c);
-    config_setting_set_hook(config_root_setting(&c), &tag);
     if (l->o->text) {
         ok = config_read_string(&c, l->o->text);
     } else {
@@ -878,6 +893,7 @@ static int load_file(struct load *l)
                   config_error_text(&c) ? config_error_text(&c) : "parse error");
         goto out;
     }
+    config_setting_set_hook(config_root_setting(&c), &tag); /* reading replaced the root */
     rc = walk(l, config_root_setting(&c), "");
 out:
     if (fp)
@@ -1011,7 +1027,7 @@ static void print_help(const struct load *l, const char *prog)
         fprintf(fp, "%s\n", l->o->summary);
     fprintf(fp, "\nEach key is read from, lowest first: its default, the config file (--config\n"
                 "FILE or AIRLOCK_CONFIG, libconfig syntax), the environment, the flag.\n"
-                "Secrets are never values: such keys take the path of a file holding them.\n"
+                "Secrets are never values: such keys take the path of a file holding them.\n\n"
                 "  --config FILE   config file (env AIRLOCK_CONFIG)\n"
                 "  --check-config  validate the configuration and exit\n\n");
     for (size_t i = 0; i < l->n; i++) {
@@ -1021,7 +1037,10 @@ static void print_help(const struct load *l, const char *prog)
                 f->required ? "  (required)" : "");
         if (f->help)
             fprintf(fp, "      %s\n", f->help);
-        fprintf(fp, "      env %s; default: %s", env, f->def ? f->def : "none");
+        fprintf(fp, "      env %s; default: %s", env,
+                !f->def   ? "none"
+                : *f->def ? f->def
+                          : "\"\" (empty)");
         if (f->min < f->max && f->type != AL_CFG_STRING && f->type != AL_CFG_STRLIST)
             fprintf(fp, "; range [%lld, %lld]", f->min, f->max);
         fprintf(fp, "\n");

@@ -196,14 +196,28 @@ static int cl_on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8
         return 0; /* extra metadata dropped, bounded */
     struct kv *kv = &cc->rmd[cc->nrmd];
     kv->key = strndup((const char *)name, namelen);
-    kv->val = strndup((const char *)value, valuelen);
+    kv->vlen = valuelen;
+    if (namelen > 4 && memcmp(name + namelen - 4, "-bin", 4) == 0) {
+        /* binary metadata: kept decoded; padded or unpadded base64 accepted */
+        size_t cap = al_base64_decoded_maxlen(valuelen) + 1;
+        kv->val = malloc(cap);
+        unsigned fl = valuelen % 4 ? AL_BASE64_NOPAD : 0;
+        if (kv->val && al_base64_decode((const char *)value, valuelen, (uint8_t *)kv->val, cap, fl,
+                                        &kv->vlen) < 0) {
+            free(kv->val);
+            kv->val = NULL;
+        } else if (kv->val) {
+            kv->val[kv->vlen] = '\0';
+        }
+    } else {
+        kv->val = strndup((const char *)value, valuelen);
+    }
     if (!kv->key || !kv->val) {
         free(kv->key);
         free(kv->val);
         return 0;
     }
     kv->klen = namelen;
-    kv->vlen = valuelen;
     cc->nrmd++;
     return 0;
 }

@@ -81,6 +81,7 @@ struct al_grpc_call {
     int stream_closed;
     int cancelled;
     int dispatched;
+    int in_api;    /* inside a call_* entry point: do not free yet */
     int req_ended; /* the client half-closed its side */
     int status;
     char *message;
@@ -125,7 +126,7 @@ struct al_grpc_server {
 
 static void call_maybe_free(struct al_grpc_call *c)
 {
-    if (!c->stream_closed || !c->handler_done)
+    if (!c->stream_closed || !c->handler_done || c->in_api)
         return;
     free(c->in);
     free(c->out);
@@ -194,11 +195,13 @@ static void call_stream_closed(struct al_grpc_call *c)
     c->gc = NULL;
     if (!c->dispatched)
         c->handler_done = 1; /* no handler ever saw it */
+    c->in_api++;
     if (!c->handler_done && c->cancel_cb) {
         al_grpc_cancel_cb cb = c->cancel_cb;
         c->cancel_cb = NULL;
         cb(c, c->cancel_user);
     }
+    c->in_api--;
     call_maybe_free(c);
 }
 
@@ -370,7 +373,10 @@ int al_grpc_call_send(struct al_grpc_call *c, const ProtobufCMessage *msg)
     al_grpc_frame_prefix(p, len);
     protobuf_c_message_pack(msg, p + 5);
     c->out_len += 5 + len;
+    c->in_api++;
     call_kick(c);
+    c->in_api--;
+    call_maybe_free(c);
     return 0;
 }
 
@@ -385,7 +391,10 @@ int al_grpc_call_finish(struct al_grpc_call *c, int status, const char *message)
         c->finished = 1;
         c->status = status;
         c->message = message ? strdup(message) : NULL;
+        /* sending may close the stream (and run call_stream_closed) */
+        c->in_api++;
         call_kick(c);
+        c->in_api--;
     }
     call_maybe_free(c);
     return 0;
@@ -476,15 +485,17 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     AL_LOG_DEBUG("grpc.deadline", "conn=%llu stream=%d method=%s",
                  (unsigned long long)al_grpc_call_conn_id(c), c->stream_id, c->path);
+    c->in_api++;
+    c->cancelled = 1;
     call_fail(c, AL_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
     /* the trailers end the stream; the handler learns through its cancel cb */
     if (!c->handler_done && c->dispatched && c->cancel_cb) {
         al_grpc_cancel_cb cb = c->cancel_cb;
         c->cancel_cb = NULL;
-        c->cancelled = 1;
         cb(c, c->cancel_user);
     }
-    c->cancelled = 1;
+    c->in_api--;
+    call_maybe_free(c);
 }
 
 static const struct header *find_header(const struct al_grpc_call *c, const char *name)
@@ -797,10 +808,13 @@ static int on_stream_close(nghttp2_session *ss, int32_t stream_id, uint32_t erro
 static void gconn_on_close(struct al_h2conn *h2, int err, void *user)
 {
     struct gconn *gc = user;
-    struct al_grpc_server *s = gc->srv;
+    struct al_grpc_server *s;
     (void)h2;
     (void)err;
 
+    if (!gc)
+        return; /* detached by al_grpc_server_free */
+    s = gc->srv;
     while (gc->calls)
         call_stream_closed(gc->calls);
     if (gc->prev)
@@ -1030,6 +1044,18 @@ void al_grpc_server_free(struct al_grpc_server *s)
         close(s->fd);
     }
     ev_timer_stop(s->loop, &s->drain_timer);
+    /* connections still open: end their calls, detach and close them */
+    while (s->conns) {
+        struct gconn *gc = s->conns;
+        s->conns = gc->next;
+        while (gc->calls)
+            call_stream_closed(gc->calls);
+        if (gc->h2) {
+            al_h2conn_set_user(gc->h2, NULL);
+            al_h2conn_close(gc->h2, AL_ERR_CLOSED);
+        }
+        free(gc);
+    }
     for (size_t i = 0; i < s->nmethods; i++)
         free(s->methods[i].path);
     free(s->methods);

@@ -122,6 +122,7 @@ int ctl_mkdirs(const char *path, mode_t mode)
 int main(int argc, char **argv)
 {
     al_log_set_service("airlockctl");
+    setvbuf(stdout, NULL, _IOLBF, 0); /* keep stdout and stderr lines in order when piped */
     if (argc < 2) {
         usage(stderr);
         return CTL_EXIT_USAGE;

@@ -211,8 +211,8 @@ static void test_parse_spiffe(void)
                                 "http://airlock/intake/x",
                                 "spiffe://airlock.evil/intake/x",
                                 "spiffe://airlock/credstorecredstore/x",
-                                "spiffe://airlock/intake/"
-                                "ab123456789012345678901234567890123456789012345678901234567890123"};
+                                ("spiffe://airlock/intake/"
+                                 "ab123456789012345678901234567890123456789012345678901234567890123")};
     char role[AL_PKI_ROLE_MAX], name[AL_PKI_NAME_MAX], small[4];
     char long_ok[128];
 
