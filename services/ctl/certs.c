@@ -27,9 +27,9 @@ struct ident {
 };
 
 static const struct ident default_idents[] = {
-    {"intake", "intake-0"},     {"credstore", "credstore-0"}, {"relay", "relay-0"},
-    {"gateway", "gateway-0"},   {"executor", "executor-0"},   {"executor", "executor-1"},
-    {"admin", "admin"},         {"client", "client"},         {"test", "testsvc"},
+    {"intake", "intake-0"},   {"credstore", "credstore-0"}, {"relay", "relay-0"},
+    {"gateway", "gateway-0"}, {"executor", "executor-0"},   {"executor", "executor-1"},
+    {"admin", "admin"},       {"client", "client"},         {"test", "testsvc"},
 };
 
 /* Grant signing keys made by "certs init", named after the issuing instance. */
@@ -78,8 +78,10 @@ static int parse_names(const char *what, const char *s, struct ident *out, size_
             return ctl_usage_error(what, "'%s' is not ROLE/NAME", tok);
         *slash = '\0';
         if (!al_pki_role_valid(tok))
-            return ctl_usage_error(what, "unknown role '%s' (intake, executor, relay, "
-                                         "gateway, credstore, admin, client, test)", tok);
+            return ctl_usage_error(what,
+                                   "unknown role '%s' (intake, executor, relay, "
+                                   "gateway, credstore, admin, client, test)",
+                                   tok);
         if (!al_pki_name_valid(slash + 1))
             return ctl_usage_error(what, "bad name '%s' (want [A-Za-z0-9._-]{1,64})", slash + 1);
         if (*n == MAX_IDENTS)
@@ -202,8 +204,7 @@ static int step_grant_key(const char *base, int force)
             printf("kept     %s (exists; key id %s)\n", priv, id);
             return 0;
         }
-        fprintf(stderr, "failed   %s: exists but %s is unusable: %s\n", priv, pub,
-                al_strerror(rc));
+        fprintf(stderr, "failed   %s: exists but %s is unusable: %s\n", priv, pub, al_strerror(rc));
         return 1;
     }
     fprintf(stderr, "failed   %s: %s\n", priv, al_strerror(rc));
@@ -361,9 +362,8 @@ static const char id_help[] = "usage: airlockctl keys id PUBFILE\n"
 /* Parses [--force] [--help] around exactly one operand; returns -1 when done, else an exit. */
 static int one_operand(const char *what, const char *help, int argc, char **argv, int *force)
 {
-    static const struct option lo[] = {{"force", no_argument, NULL, 'f'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {
+        {"force", no_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int c;
 
     optind = 0;

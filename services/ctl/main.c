@@ -25,6 +25,7 @@ struct ctl_cmd {
 static const struct ctl_cmd cmds[] = {
     {"certs", "development PKI: CA and service identities", ctl_certs},
     {"keys", "grant signing keys", ctl_keys},
+    {"health", "check a service with grpc.health.v1 (mTLS or h2c)", ctl_health},
 };
 
 static void usage(FILE *f)

@@ -14,6 +14,9 @@
 #                            in its stderr)
 #   srv_stop_check VAR       SIGTERM; PASS/FAIL "VAR-exit": exits 0 in time with
 #                            no sanitizer or leak report
+#   srv_idle_check VAR       PASS/FAIL "VAR-idle": once clients are gone, the
+#                            airlock_grpc_streams and airlock_grpc_connections
+#                            gauges drop to 0 (no stream or connection leaked)
 #   srv_cleanup              kills what is still running (use in an EXIT trap)
 #
 # Needs T_DIR (a temporary directory) and BIN. T_FAILED counts FAIL lines.
@@ -115,6 +118,27 @@ srv_stop_check() {
     t_fail "$var-exit" "exit status $rc after SIGTERM; log tail: $(tail -n 2 "${!err}" | tr '\n' ' ')"
   else
     t_pass "$var-exit"
+  fi
+}
+
+# srv_metric VAR NAME: value of an unlabelled metric from the ops port.
+srv_metric() {
+  local ops=${1}_OPS
+  curl -sf --max-time 30 "http://127.0.0.1:${!ops}/metrics" | awk -v n="$2" '$1 == n { print $2 }'
+}
+
+srv_idle_check() {
+  local var=$1 i s c
+  for ((i = 0; i < 300; i++)); do
+    s=$(srv_metric "$var" airlock_grpc_streams)
+    c=$(srv_metric "$var" airlock_grpc_connections)
+    [[ $s == 0 && $c == 0 ]] && break
+    sleep 0.1
+  done
+  if [[ $s == 0 && $c == 0 ]]; then
+    t_pass "$var-idle"
+  else
+    t_fail "$var-idle" "30s after the clients left: airlock_grpc_streams=${s:-?} airlock_grpc_connections=${c:-?}"
   fi
 }
 

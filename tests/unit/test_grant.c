@@ -24,13 +24,13 @@
 #define SELF     "spiffe://airlock/credstore/credstore-0"
 #define AUD_ROLE "spiffe://airlock/credstore"
 
-static const uint8_t seed_a[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+static const uint8_t seed_a[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
                                    17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 static const uint8_t seed_b[32] = {0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7,
                                    0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf};
 
-static struct al_grant_signer *sig_a;   /* key "a", issuer intake-0, trusted */
-static struct al_grant_keyring *ring;   /* key "a" for ISSUER */
+static struct al_grant_signer *sig_a; /* key "a", issuer intake-0, trusted */
+static struct al_grant_keyring *ring; /* key "a" for ISSUER */
 static char *creds[] = {"github", "npm"};
 static char *dests[] = {"api.github.com:443"};
 
@@ -196,8 +196,7 @@ static void test_expired(void)
 
     CU_ASSERT_EQUAL_FATAL(sign_with(sig_a, NULL, &buf, &len), 0);
     CU_ASSERT_EQUAL(verify_at(buf, len, exp + skew - 1, HOLDER, SELF, NULL, 0), 0);
-    CU_ASSERT_EQUAL(verify_at(buf, len, exp + skew, HOLDER, SELF, why, sizeof why),
-                    AL_ERR_EXPIRED);
+    CU_ASSERT_EQUAL(verify_at(buf, len, exp + skew, HOLDER, SELF, why, sizeof why), AL_ERR_EXPIRED);
     CU_ASSERT_STRING_EQUAL(why, "expired");
     CU_ASSERT_EQUAL(verify_at(buf, len, INT64_MAX, HOLDER, SELF, NULL, 0), AL_ERR_EXPIRED);
     free(buf);
@@ -268,9 +267,9 @@ static void test_wrong_holder(void)
     char why[64];
 
     CU_ASSERT_EQUAL_FATAL(sign_with(sig_a, NULL, &buf, &len), 0);
-    CU_ASSERT_EQUAL(verify_at(buf, len, NOW, "spiffe://airlock/executor/executor-1", SELF, why,
-                              sizeof why),
-                    AL_ERR_AUTH);
+    CU_ASSERT_EQUAL(
+        verify_at(buf, len, NOW, "spiffe://airlock/executor/executor-1", SELF, why, sizeof why),
+        AL_ERR_AUTH);
     CU_ASSERT_STRING_EQUAL(why, "wrong holder");
     CU_ASSERT_EQUAL(verify_at(buf, len, NOW, HOLDER "x", SELF, NULL, 0), AL_ERR_AUTH);
     free(buf);
@@ -360,8 +359,8 @@ static void test_issuer_mismatch(void)
 
     /* role pattern: any intake instance, no relay */
     CU_ASSERT_EQUAL_FATAL(al_grant_keyring_new(&ring), 0);
-    CU_ASSERT_EQUAL_FATAL(
-        al_grant_keyring_add_raw(ring, "a", "spiffe://airlock/intake/*", pub, 32), 0);
+    CU_ASSERT_EQUAL_FATAL(al_grant_keyring_add_raw(ring, "a", "spiffe://airlock/intake/*", pub, 32),
+                          0);
     CU_ASSERT_EQUAL_FATAL(
         al_grant_signer_new_raw(seed_a, 32, "a", "spiffe://airlock/intake/intake-7", &s), 0);
     CU_ASSERT_EQUAL_FATAL(sign_with(s, NULL, &buf, &len), AL_ERR_INVAL); /* issuer != signer's */
@@ -394,8 +393,8 @@ static void test_issuer_pattern_relay_rejected(void)
 
     CU_ASSERT_EQUAL_FATAL(al_grant_keyring_new(&ring), 0);
     CU_ASSERT_EQUAL_FATAL(al_grant_signer_public_raw(sig_a, pub, sizeof pub), 0);
-    CU_ASSERT_EQUAL_FATAL(
-        al_grant_keyring_add_raw(ring, "a", "spiffe://airlock/intake/*", pub, 32), 0);
+    CU_ASSERT_EQUAL_FATAL(al_grant_keyring_add_raw(ring, "a", "spiffe://airlock/intake/*", pub, 32),
+                          0);
     CU_ASSERT_EQUAL_FATAL(
         al_grant_signer_new_raw(seed_a, 32, "a", "spiffe://airlock/relay/relay-0", &s), 0);
     CU_ASSERT_EQUAL_FATAL(sign_with(s, no_issuer, &buf, &len), 0); /* issuer filled: relay-0 */
@@ -453,8 +452,7 @@ static void test_lifetime_cap(void)
     CU_ASSERT_EQUAL_FATAL(sign_with(sig_a, two_hours, &buf, &len), 0);
     al_grant_expect_init(&e, SELF, HOLDER);
     e.max_lifetime_ms = 2 * 3600 * 1000 - 1;
-    CU_ASSERT_EQUAL(al_grant_verify(ring, buf, len, &e, NOW, &g, why, sizeof why),
-                    AL_ERR_EXPIRED);
+    CU_ASSERT_EQUAL(al_grant_verify(ring, buf, len, &e, NOW, &g, why, sizeof why), AL_ERR_EXPIRED);
     CU_ASSERT_STRING_EQUAL(why, "lifetime over the limit");
     e.max_lifetime_ms = 2 * 3600 * 1000;
     CU_ASSERT_EQUAL(al_grant_verify(ring, buf, len, &e, NOW, &g, NULL, 0), 0);
@@ -696,9 +694,8 @@ static void b64_roundtrip(const char *in, const char *want, unsigned flags)
     size_t n = 0;
 
     CU_ASSERT_EQUAL(al_base64_encoded_len(strlen(in), flags), strlen(want));
-    CU_ASSERT_EQUAL_FATAL(al_base64_encode((const uint8_t *)in, strlen(in), enc, sizeof enc, flags,
-                                           &n),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(
+        al_base64_encode((const uint8_t *)in, strlen(in), enc, sizeof enc, flags, &n), 0);
     CU_ASSERT_STRING_EQUAL(enc, want);
     CU_ASSERT_EQUAL(n, strlen(want));
     CU_ASSERT_EQUAL_FATAL(al_base64_decode(want, strlen(want), dec, sizeof dec, flags, &n), 0);
@@ -709,8 +706,12 @@ static void b64_roundtrip(const char *in, const char *want, unsigned flags)
 static void test_base64_vectors(void)
 {
     /* RFC 4648 section 10 */
-    static const char *v[][2] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
-                                 {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+    static const char *v[][2] = {{"", ""},
+                                 {"f", "Zg=="},
+                                 {"fo", "Zm8="},
+                                 {"foo", "Zm9v"},
+                                 {"foob", "Zm9vYg=="},
+                                 {"fooba", "Zm9vYmE="},
                                  {"foobar", "Zm9vYmFy"}};
 
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
@@ -723,8 +724,8 @@ static void test_base64_vectors(void)
 
 static void test_base64_strict(void)
 {
-    static const char *bad[] = {"Zg=",  "Zg",   "Z===", "Zh==", "Zm9=", "Zm 9", "Zm9v\n",
-                                "=Zm9", "Zm=v", "-_8=", "Zg==Zg=="};
+    static const char *bad[] = {"Zg=",    "Zg",   "Z===", "Zh==", "Zm9=",    "Zm 9",
+                                "Zm9v\n", "=Zm9", "Zm=v", "-_8=", "Zg==Zg=="};
     uint8_t out[16];
     size_t n;
     char small[4];
@@ -754,8 +755,8 @@ static void test_base64_grant(void)
     enc = malloc(elen + 1);
     dec = malloc(al_base64_decoded_maxlen(elen));
     CU_ASSERT_EQUAL_FATAL(al_base64_encode(buf, len, enc, elen + 1, 0, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(
-        al_base64_decode(enc, elen, dec, al_base64_decoded_maxlen(elen), 0, &n), 0);
+    CU_ASSERT_EQUAL_FATAL(al_base64_decode(enc, elen, dec, al_base64_decoded_maxlen(elen), 0, &n),
+                          0);
     CU_ASSERT_EQUAL(n, len);
     CU_ASSERT_EQUAL(verify(dec, n), 0);
     free(enc);

@@ -197,22 +197,23 @@ static void test_spiffe_id_ambiguous(void)
 
 static void test_parse_spiffe(void)
 {
-    static const char *bad[] = {"",
-                                "spiffe://airlock/intake/",
-                                "spiffe://airlock/intake",
-                                "spiffe://airlock//x",
-                                "spiffe://airlock/root/x",
-                                "spiffe://Airlock/intake/x",
-                                "SPIFFE://airlock/intake/x",
-                                "spiffe://airlock/intake/x/y",
-                                "spiffe://airlock/intake/a b",
-                                "spiffe://airlock/intake/x\n",
-                                "spiffe://airlock/intake/x%2f",
-                                "http://airlock/intake/x",
-                                "spiffe://airlock.evil/intake/x",
-                                "spiffe://airlock/credstorecredstore/x",
-                                ("spiffe://airlock/intake/"
-                                 "ab123456789012345678901234567890123456789012345678901234567890123")};
+    static const char *bad[] = {
+        "",
+        "spiffe://airlock/intake/",
+        "spiffe://airlock/intake",
+        "spiffe://airlock//x",
+        "spiffe://airlock/root/x",
+        "spiffe://Airlock/intake/x",
+        "SPIFFE://airlock/intake/x",
+        "spiffe://airlock/intake/x/y",
+        "spiffe://airlock/intake/a b",
+        "spiffe://airlock/intake/x\n",
+        "spiffe://airlock/intake/x%2f",
+        "http://airlock/intake/x",
+        "spiffe://airlock.evil/intake/x",
+        "spiffe://airlock/credstorecredstore/x",
+        ("spiffe://airlock/intake/"
+         "ab123456789012345678901234567890123456789012345678901234567890123")};
     char role[AL_PKI_ROLE_MAX], name[AL_PKI_NAME_MAX], small[4];
     char long_ok[128];
 
@@ -220,15 +221,15 @@ static void test_parse_spiffe(void)
         CU_ASSERT_EQUAL(al_pki_parse_spiffe(bad[i], role, sizeof role, name, sizeof name),
                         AL_ERR_INVAL);
     CU_ASSERT_EQUAL(al_pki_parse_spiffe(NULL, role, sizeof role, name, sizeof name), AL_ERR_INVAL);
-    CU_ASSERT_EQUAL(al_pki_parse_spiffe("spiffe://airlock/credstore/credstore-0", role,
-                                        sizeof role, name, sizeof name),
+    CU_ASSERT_EQUAL(al_pki_parse_spiffe("spiffe://airlock/credstore/credstore-0", role, sizeof role,
+                                        name, sizeof name),
                     0);
     CU_ASSERT_STRING_EQUAL(role, "credstore");
     CU_ASSERT_STRING_EQUAL(name, "credstore-0");
     CU_ASSERT_EQUAL(al_pki_parse_spiffe("spiffe://airlock/test/A.b_c-9", NULL, 0, NULL, 0), 0);
-    CU_ASSERT_EQUAL(al_pki_parse_spiffe("spiffe://airlock/admin/admin", small, sizeof small, NULL,
-                                        0),
-                    AL_ERR_TOOBIG);
+    CU_ASSERT_EQUAL(
+        al_pki_parse_spiffe("spiffe://airlock/admin/admin", small, sizeof small, NULL, 0),
+        AL_ERR_TOOBIG);
     snprintf(long_ok, sizeof long_ok, "spiffe://airlock/executor/%064d", 7);
     CU_ASSERT_EQUAL(al_pki_parse_spiffe(long_ok, role, sizeof role, name, sizeof name), 0);
     CU_ASSERT_EQUAL(strlen(name), 64);

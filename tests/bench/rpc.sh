@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# Benchmark: unary gRPC on the Airlock library against nghttpd.
+#
+# h2load drives airlock.test.v1.TestService/Echo on airlock-testsvc, over h2c
+# and over TLS, and in the same run drives nghttpd serving a small static file
+# with the same h2load flags (-c, -m, -n, -t) over h2c and over TLS (same
+# certificate). The nghttpd baseline is sent the identical request (POST, same
+# headers, same 12-byte gRPC-framed body), so both servers read a HEADERS+DATA
+# request and write a response; a GET baseline is measured too, for reference.
+#
+# Every configuration is measured BENCH_ROUNDS times, interleaved (ours,
+# nghttpd, ours, ...), and the fastest round is reported: on a shared machine
+# interference only ever slows a run down. Also reported: server CPU time per
+# request (from /proc), which other load on the machine barely moves.
+#
+# Our responses are checked, so errors cannot pass for speed: h2load must
+# report every request succeeded with a 2xx, and the ops port's
+# airlock_grpc_requests_total{method=".../Echo",code="OK"} must have grown by
+# exactly the number of requests. The script only measures: it exits non-zero
+# only when something broke (build, start-up, a failed or non-OK response),
+# never because of a timing.
+#
+# Usage: tests/bench/rpc.sh
+# Environment (defaults in brackets):
+#   BIN           directory holding airlock-testsvc [build-rel/bin; a Release
+#                 build is made there when the binary is missing]
+#   BENCH_N       requests per measured run [200000]
+#   BENCH_C       h2load clients (connections) [16]
+#   BENCH_M       h2load max concurrent streams per client [16]
+#   BENCH_T       h2load threads [1]
+#   BENCH_ROUNDS  measured runs per configuration [3]
+#   BENCH_WARMUP  requests per warm-up run [20000]
+#   BENCH_PIN     1: pin the server to CPU 0 and h2load to CPU 1 [1 when the
+#                 machine has 2 or more CPUs]
+#   BENCH_GET     1: also measure the nghttpd GET baseline [1]
+# Loopback only. The last line is:
+#   summary: ratio=... h2c_rps=... nghttpd_h2c_rps=... tls_ratio=... tls_rps=...
+#            nghttpd_tls_rps=... p50_ms=... p99_ms=...
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${BIN:-$ROOT/build-rel/bin}
+N=${BENCH_N:-200000}
+C=${BENCH_C:-16}
+M=${BENCH_M:-16}
+T=${BENCH_T:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
+WARMUP=${BENCH_WARMUP:-20000}
+GET=${BENCH_GET:-1}
+if [[ -z ${BENCH_PIN:-} ]]; then
+  if (($(nproc) >= 2)); then BENCH_PIN=1; else BENCH_PIN=0; fi
+fi
+METHOD=/airlock.test.v1.TestService/Echo
+OK_SERIES="airlock_grpc_requests_total{method=\"$METHOD\",code=\"OK\"}"
+
+die() { echo "FAIL: $*" >&2; exit 1; }
+log() { echo "$*"; }
+
+# --- tools -------------------------------------------------------------------
+need_apt=()
+command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+command -v nghttpd >/dev/null || need_apt+=(nghttp2-server)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v ss >/dev/null || need_apt+=(iproute2)
+if ((${#need_apt[@]})); then
+  log "installing: ${need_apt[*]}"
+  SUDO=""
+  ((EUID == 0)) || SUDO=sudo
+  $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null ||
+    die "apt-get install ${need_apt[*]}"
+fi
+
+# --- build -------------------------------------------------------------------
+SVC=$BIN/airlock-testsvc
+if [[ ! -x $SVC ]]; then
+  [[ $BIN == "$ROOT/build-rel/bin" ]] || die "$SVC not found"
+  log "building Release into build-rel (airlock-testsvc)"
+  cmake -S "$ROOT" -B "$ROOT/build-rel" -DCMAKE_BUILD_TYPE=Release >/dev/null ||
+    die "cmake configure"
+  make -C "$ROOT/build-rel" -j"$(nproc)" --no-print-directory airlock-testsvc >/dev/null ||
+    die "build airlock-testsvc"
+  [[ -x $SVC ]] || die "$SVC missing after the build"
+fi
+if [[ -f $BIN/../CMakeCache.txt ]]; then
+  bt=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BIN/../CMakeCache.txt")
+  [[ $bt == Release ]] || log "warning: $BIN is a '${bt:-unset}' build, not Release"
+fi
+
+# --- scratch, cleanup --------------------------------------------------------
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/airlock-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+SRV_PIN=() LOAD_PIN=()
+if ((BENCH_PIN)); then
+  SRV_PIN=(taskset -c 0)
+  LOAD_PIN=(taskset -c 1)
+fi
+
+# --- certificates: ECDSA P-256 CA and server certificate -----------------------
+PKI=$TMP/pki
+mkdir -p "$PKI"
+(
+  cd "$PKI"
+  openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+  openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=airlock bench CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out ca.crt
+  openssl ecparam -name prime256v1 -genkey -noout -out server.key
+  openssl req -new -key server.key -subj "/CN=localhost" -out server.csr
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" \
+    "subjectAltName=DNS:localhost,IP:127.0.0.1" >server.ext
+  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 2 \
+    -extfile server.ext -out server.crt
+) >"$TMP/openssl.log" 2>&1 || { cat "$TMP/openssl.log"; die "certificate generation"; }
+
+# --- request body and static file --------------------------------------------
+# gRPC frame: uncompressed flag, 4-byte big-endian length 7, then EchoRequest
+# {message: "hello"} = 0x0a 0x05 'hello'.
+printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/req.bin"
+mkdir -p "$TMP/www"
+printf 'hello world\n' >"$TMP/www/Echo" # 12 bytes, about the size of our reply
+GRPC_H=(-H 'content-type: application/grpc' -H 'te: trailers' -d "$TMP/req.bin")
+
+# --- servers -----------------------------------------------------------------
+start_ours() { # name, extra flags... -> sets PORT_<name>, OPS_<name>, PID_<name>
+  local name=$1; shift
+  local err=$TMP/$name.log
+  "${SRV_PIN[@]}" "$SVC" --listen=127.0.0.1:0 --ops_listen=127.0.0.1:0 --log_level=warn "$@" \
+    2>"$err" >/dev/null &
+  local pid=$!
+  PIDS+=("$pid")
+  # service.start is logged at info; with log_level=warn we find the ports with ss.
+  local i gp="" op=""
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || { cat "$err"; die "$name: airlock-testsvc exited at start"; }
+    if grep -q 'event=service.start' "$err" 2>/dev/null; then
+      gp=$(sed -n 's/.*event=service.start.* grpc_port=\([0-9]*\).*/\1/p' "$err" | head -1)
+      op=$(sed -n 's/.*event=service.start.* ops_port=\([0-9]*\).*/\1/p' "$err" | head -1)
+      break
+    fi
+    sleep 0.05
+  done
+  [[ -n $gp && -n $op ]] || { cat "$err"; die "$name: no service.start line"; }
+  printf -v "PORT_$name" %s "$gp"
+  printf -v "OPS_$name" %s "$op"
+  printf -v "PID_$name" %s "$pid"
+}
+
+start_nghttpd() { # name, nghttpd args... -> sets PORT_<name>, PID_<name>
+  local name=$1; shift
+  "${SRV_PIN[@]}" nghttpd -a 127.0.0.1 -d "$TMP/www" "$@" >"$TMP/$name.log" 2>&1 &
+  local pid=$! i port=""
+  PIDS+=("$pid")
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || { cat "$TMP/$name.log"; die "$name: nghttpd exited at start"; }
+    port=$(ss -ltnpH 2>/dev/null | grep "pid=$pid," | sed -n 's/.*127\.0\.0\.1:\([0-9]*\) .*/\1/p' | head -1)
+    [[ -n $port ]] && break
+    sleep 0.05
+  done
+  [[ -n $port ]] || die "$name: cannot find nghttpd's port"
+  printf -v "PORT_$name" %s "$port"
+  printf -v "PID_$name" %s "$pid"
+}
+
+# service.start is an info line, so ours run at the default log level; the
+# per-request path logs nothing at info.
+start_ours() { # name, extra flags... -> sets PORT_<name>, OPS_<name>, PID_<name>
+  local name=$1; shift
+  local err=$TMP/$name.log
+  "${SRV_PIN[@]}" "$SVC" --listen=127.0.0.1:0 --ops_listen=127.0.0.1:0 "$@" 2>"$err" >/dev/null &
+  local pid=$! i gp="" op=""
+  PIDS+=("$pid")
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || { cat "$err"; die "$name: airlock-testsvc exited at start"; }
+    gp=$(sed -n 's/.*event=service\.start .*grpc_port=\([0-9][0-9]*\).*/\1/p' "$err" | head -1)
+    op=$(sed -n 's/.*event=service\.start .*ops_port=\([0-9][0-9]*\).*/\1/p' "$err" | head -1)
+    [[ -n $gp && -n $op ]] && break
+    sleep 0.05
+  done
+  [[ -n $gp && -n $op ]] || { cat "$err"; die "$name: no service.start line"; }
+  printf -v "PORT_$name" %s "$gp"
+  printf -v "OPS_$name" %s "$op"
+  printf -v "PID_$name" %s "$pid"
+}
+
+start_ours ours_h2c --insecure=true
+start_ours ours_tls --tls.cert_file="$PKI/server.crt" --tls.key_file="$PKI/server.key" \
+  --tls.ca_file="$PKI/ca.crt" --tls.client_cert=optional
+start_nghttpd ng_h2c --no-tls 0
+start_nghttpd ng_tls 0 "$PKI/server.key" "$PKI/server.crt"
+
+# --- measurement -------------------------------------------------------------
+ok_count() { # ops port -> value of the Echo OK counter (0 when absent)
+  local v
+  v=$(curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics") || die "GET /metrics on port $1"
+  awk -v s="$OK_SERIES" 'index($0, s " ") == 1 { v = $2 } END { printf "%d\n", v + 0 }' <<<"$v"
+}
+
+cpu_ticks() { # pid -> utime+stime in clock ticks
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+TCK=$(getconf CLK_TCK)
+
+# h2load: config name, url, extra h2load args... Runs one measured run and
+# sets R_RPS, R_P50, R_P99 (ms), R_CPU (server CPU us per request), R_TLS.
+run_h2load() {
+  local name=$1 url=$2; shift 2
+  local out=$TMP/h2load.out lf=$TMP/h2load.tsv n=$N
+  local pid_var="PID_$name" ops_var="OPS_$name"
+  local pid=${!pid_var} ops=${!ops_var:-} before=0 after c0 c1
+  [[ -n $ops ]] && before=$(ok_count "$ops")
+  rm -f "$lf"
+  c0=$(cpu_ticks "$pid")
+  "${LOAD_PIN[@]}" h2load -n "$n" -c "$C" -m "$M" -t "$T" --log-file="$lf" "$@" "$url" >"$out" 2>&1 ||
+    { cat "$out"; die "$name: h2load exited with an error"; }
+  c1=$(cpu_ticks "$pid")
+  local req codes
+  req=$(grep -E '^requests:' "$out") || { cat "$out"; die "$name: no requests line"; }
+  codes=$(grep -E '^status codes:' "$out") || { cat "$out"; die "$name: no status codes line"; }
+  [[ $req =~ ^requests:\ $n\ total,\ $n\ started,\ $n\ done,\ $n\ succeeded,\ 0\ failed,\ 0\ errored,\ 0\ timeout ]] ||
+    { cat "$out"; die "$name: not every request succeeded: $req"; }
+  [[ $codes =~ ^status\ codes:\ $n\ 2xx,\ 0\ 3xx,\ 0\ 4xx,\ 0\ 5xx ]] ||
+    { cat "$out"; die "$name: not every status was 2xx: $codes"; }
+  if [[ -n $ops ]]; then
+    after=$(ok_count "$ops")
+    ((after - before == n)) ||
+      die "$name: $OK_SERIES grew by $((after - before)), expected $n (h2load saw $req)"
+  fi
+  R_RPS=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$out")
+  [[ -n $R_RPS ]] || { cat "$out"; die "$name: cannot read req/s"; }
+  R_TLS=$(sed -n 's/^TLS Protocol: \(.*\)/\1/p;s/^Cipher: \(.*\)/\1/p' "$out" | paste -sd' ' -)
+  # per-request log: start time (us), HTTP status, duration (us), tab-separated
+  local lines bad
+  lines=$(wc -l <"$lf")
+  ((lines == n)) || die "$name: h2load log has $lines lines, expected $n"
+  bad=$(awk -F'\t' '$2 != 200' "$lf" | wc -l)
+  ((bad == 0)) || die "$name: $bad requests without HTTP 200 in the h2load log"
+  read -r R_P50 R_P99 < <(cut -f3 "$lf" | sort -n | awk -v n="$lines" '
+    BEGIN { i50 = int((n * 50 + 99) / 100); i99 = int((n * 99 + 99) / 100) }
+    NR == i50 { p50 = $1 } NR == i99 { p99 = $1 }
+    END { printf "%.3f %.3f\n", p50 / 1000, p99 / 1000 }')
+  R_CPU=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v n="$n" 'BEGIN { printf "%.2f", d * 1e6 / t / n }')
+}
+
+warm() { # name, url, extra h2load args...
+  local name=$1 url=$2; shift 2
+  "${LOAD_PIN[@]}" h2load -n "$WARMUP" -c "$C" -m "$M" -t "$T" "$@" "$url" >"$TMP/warm.out" 2>&1 ||
+    { cat "$TMP/warm.out"; die "$name: warm-up failed"; }
+  grep -qE "^status codes: $WARMUP 2xx" "$TMP/warm.out" ||
+    { cat "$TMP/warm.out"; die "$name: warm-up had errors"; }
+}
+
+declare -A URL ARGS BEST_RPS BEST_P50 BEST_P99 BEST_CPU ALL_RPS TLSINFO
+URL[ours_h2c]="http://127.0.0.1:$PORT_ours_h2c$METHOD"
+URL[ours_tls]="https://127.0.0.1:$PORT_ours_tls$METHOD"
+URL[ng_h2c]="http://127.0.0.1:$PORT_ng_h2c/Echo"
+URL[ng_tls]="https://127.0.0.1:$PORT_ng_tls/Echo"
+CONFIGS=(ours_h2c ng_h2c ours_tls ng_tls)
+((GET)) && CONFIGS+=(ngget_h2c ngget_tls)
+URL[ngget_h2c]=${URL[ng_h2c]}
+URL[ngget_tls]=${URL[ng_tls]}
+PID_ngget_h2c=$PID_ng_h2c
+PID_ngget_tls=$PID_ng_tls
+
+args_for() { # config -> prints nothing; sets A=(h2load args)
+  case $1 in
+    ngget_*) A=() ;;
+    *) A=("${GRPC_H[@]}") ;;
+  esac
+}
+
+log "airlock-testsvc: $SVC"
+log "h2load: $(h2load --version | head -1); nghttpd $(nghttpd --version | sed -n 's/^nghttpd nghttp2\///p')"
+log "flags: -n $N -c $C -m $M -t $T; warm-up $WARMUP requests per config; best of $ROUNDS rounds"
+if ((BENCH_PIN)); then
+  log "cpus: $(nproc); servers pinned to CPU 0, h2load to CPU 1 (taskset); one worker each"
+else
+  log "cpus: $(nproc); no CPU pinning"
+fi
+log "TLS: TLS 1.3, ECDSA P-256 server cert; airlock-testsvc runs tls.client_cert=optional" \
+  "because h2load cannot present a client certificate (no mTLS in this benchmark)"
+log "nghttpd request: POST with the same headers and body as the gRPC call, 12-byte static file"
+log "  ('ngget' rows: plain GET of the same file, for reference)"
+log ""
+
+for cfg in "${CONFIGS[@]}"; do
+  args_for "$cfg"
+  warm "$cfg" "${URL[$cfg]}" "${A[@]}"
+  BEST_RPS[$cfg]=0
+  ALL_RPS[$cfg]=""
+done
+
+START=$SECONDS
+for ((r = 1; r <= ROUNDS; r++)); do
+  for cfg in "${CONFIGS[@]}"; do
+    args_for "$cfg"
+    run_h2load "$cfg" "${URL[$cfg]}" "${A[@]}"
+    ALL_RPS[$cfg]+="${ALL_RPS[$cfg]:+ }$(printf %.0f "$R_RPS")"
+    TLSINFO[$cfg]=$R_TLS
+    if awk -v a="$R_RPS" -v b="${BEST_RPS[$cfg]}" 'BEGIN { exit !(a > b) }'; then
+      BEST_RPS[$cfg]=$R_RPS BEST_P50[$cfg]=$R_P50 BEST_P99[$cfg]=$R_P99 BEST_CPU[$cfg]=$R_CPU
+    fi
+  done
+  log "round $r done ($((SECONDS - START))s)"
+done
+log ""
+
+printf '%-10s %12s %9s %9s %12s   %s\n' config "req/s(best)" p50_ms p99_ms "srv_cpu_us/req" "req/s per round"
+for cfg in "${CONFIGS[@]}"; do
+  printf '%-10s %12.2f %9.3f %9.3f %12s     %s\n' "$cfg" "${BEST_RPS[$cfg]}" "${BEST_P50[$cfg]}" \
+    "${BEST_P99[$cfg]}" "${BEST_CPU[$cfg]}" "${ALL_RPS[$cfg]}"
+done
+log ""
+log "TLS negotiated: ours: ${TLSINFO[ours_tls]:-?}; nghttpd: ${TLSINFO[ng_tls]:-?}"
+log "verified: every request 2xx in h2load, and $OK_SERIES grew by exactly $N per run of ours"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+R_H2C=$(ratio "${BEST_RPS[ours_h2c]}" "${BEST_RPS[ng_h2c]}")
+R_TLS=$(ratio "${BEST_RPS[ours_tls]}" "${BEST_RPS[ng_tls]}")
+log "ratio ours/nghttpd req/s: h2c $R_H2C, TLS $R_TLS" \
+  "(server CPU per request, nghttpd/ours: h2c $(ratio "${BEST_CPU[ng_h2c]}" "${BEST_CPU[ours_h2c]}")," \
+  "TLS $(ratio "${BEST_CPU[ng_tls]}" "${BEST_CPU[ours_tls]}"))"
+if ((GET)); then
+  log "vs nghttpd GET: h2c $(ratio "${BEST_RPS[ours_h2c]}" "${BEST_RPS[ngget_h2c]}")," \
+    "TLS $(ratio "${BEST_RPS[ours_tls]}" "${BEST_RPS[ngget_tls]}")"
+fi
+printf 'summary: ratio=%s h2c_rps=%.2f nghttpd_h2c_rps=%.2f tls_ratio=%s tls_rps=%.2f nghttpd_tls_rps=%.2f p50_ms=%.3f p99_ms=%.3f\n' \
+  "$R_H2C" "${BEST_RPS[ours_h2c]}" "${BEST_RPS[ng_h2c]}" "$R_TLS" "${BEST_RPS[ours_tls]}" \
+  "${BEST_RPS[ng_tls]}" "${BEST_P50[ours_h2c]}" "${BEST_P99[ours_h2c]}"
