@@ -80,7 +80,7 @@ suite() {
 }
 
 for b in "${BUILDS[@]}"; do
-  for t in "$b"/tests/test_*; do
+  for t in "$b"/tests/*test_*; do
     [[ -x $t ]] || continue
     suite "unit[$b]: $(basename "$t")" tests/lib/cunit.sh "$t"
   done

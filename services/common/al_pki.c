@@ -4,7 +4,9 @@
  *
  * Files are read whole into a capped buffer (secure heap for private keys,
  * cleared on free) before parsing, and written either exclusively or through a
- * temp file + rename so a reader never sees half a key.
+ * temp file + rename so a reader never sees half a key. Public functions that
+ * fail clear the thread's OpenSSL error queue so a later SSL_get_error() on the
+ * same thread is not misled.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +19,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -134,8 +137,10 @@ int al_pki_spiffe_id(const X509 *cert, char *buf, size_t n)
     if (!cert || !buf || !n)
         return AL_ERR_INVAL;
     gens = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
-    if (!gens) /* crit == -1: absent; otherwise duplicated or unparsable */
+    if (!gens) { /* crit == -1: absent; otherwise duplicated or unparsable */
+        ERR_clear_error();
         return crit == -1 ? AL_ERR_NOTFOUND : AL_ERR_AUTH;
+    }
     for (int i = 0; i < sk_GENERAL_NAME_num(gens) && rc == 0; i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
         const unsigned char *d;
@@ -259,6 +264,8 @@ int al_pki_write_private_key(const char *path, EVP_PKEY *pk, unsigned flags)
     if (PEM_write_bio_PrivateKey(b, pk, NULL, NULL, 0, NULL, NULL) == 1)
         rc = write_bio(path, b, 0600, flags);
     BIO_free(b);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }
 
@@ -272,6 +279,8 @@ int al_pki_write_public_key(const char *path, EVP_PKEY *pk, unsigned flags)
     if (PEM_write_bio_PUBKEY(b, pk) == 1)
         rc = write_bio(path, b, 0644, flags);
     BIO_free(b);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }
 
@@ -285,6 +294,8 @@ int al_pki_write_cert(const char *path, X509 *cert, unsigned flags)
     if (PEM_write_bio_X509(b, cert) == 1)
         rc = write_bio(path, b, 0644, flags);
     BIO_free(b);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }
 
@@ -365,6 +376,8 @@ int al_pki_load_private_key(const char *path, EVP_PKEY **out)
         rc = AL_ERR_CRYPTO;
     BIO_free(b);
     OPENSSL_secure_clear_free(data, KEY_FILE_CAP);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }
 
@@ -388,6 +401,8 @@ int al_pki_load_public_key(const char *path, EVP_PKEY **out)
         rc = AL_ERR_CRYPTO;
     BIO_free(b);
     OPENSSL_free(data);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }
 
@@ -411,6 +426,8 @@ int al_pki_load_cert(const char *path, X509 **out)
         rc = AL_ERR_CRYPTO;
     BIO_free(b);
     OPENSSL_free(data);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }
 
@@ -557,6 +574,8 @@ int al_pki_create_ca(const char *dir, unsigned flags)
         rc = al_pki_write_cert(cp, x, flags);
     X509_free(x);
     EVP_PKEY_free(pk);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }
 
@@ -612,6 +631,8 @@ out:
     X509_free(ca);
     EVP_PKEY_free(pk);
     EVP_PKEY_free(cakey);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }
 
@@ -686,5 +707,7 @@ int al_pki_check(const char *dir, const char *role, const char *name, char *why,
     X509_free(ca);
     X509_free(leaf);
     EVP_PKEY_free(key);
+    if (rc < 0)
+        ERR_clear_error();
     return rc;
 }

@@ -10,8 +10,9 @@
 #
 # Every configuration is measured BENCH_ROUNDS times, interleaved (ours,
 # nghttpd, ours, ...), and the fastest round is reported: on a shared machine
-# interference only ever slows a run down. Also reported: server CPU time per
-# request (from /proc), which other load on the machine barely moves.
+# interference only ever slows a run down. Also reported: server on-CPU time
+# per request (/proc/PID/task/*/schedstat), which other load on the machine
+# barely moves, and how long the server waited for its CPU (interference).
 #
 # Our responses are checked, so errors cannot pass for speed: h2load must
 # report every request succeeded with a 2xx, and the ops port's
@@ -24,7 +25,7 @@
 # Environment (defaults in brackets):
 #   BIN           directory holding airlock-testsvc [build-rel/bin; a Release
 #                 build is made there when the binary is missing]
-#   BENCH_N       requests per measured run [200000]
+#   BENCH_N       requests per measured run [150000]
 #   BENCH_C       h2load clients (connections) [16]
 #   BENCH_M       h2load max concurrent streams per client [16]
 #   BENCH_T       h2load threads [1]
@@ -40,7 +41,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/build-rel/bin}
-N=${BENCH_N:-200000}
+N=${BENCH_N:-150000}
 C=${BENCH_C:-16}
 M=${BENCH_M:-16}
 T=${BENCH_T:-1}
@@ -67,7 +68,7 @@ if ((${#need_apt[@]})); then
   log "installing: ${need_apt[*]}"
   SUDO=""
   ((EUID == 0)) || SUDO=sudo
-  $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null ||
+  { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null; } ||
     die "apt-get install ${need_apt[*]}"
 fi
 
@@ -132,49 +133,25 @@ printf 'hello world\n' >"$TMP/www/Echo" # 12 bytes, about the size of our reply
 GRPC_H=(-H 'content-type: application/grpc' -H 'te: trailers' -d "$TMP/req.bin")
 
 # --- servers -----------------------------------------------------------------
-start_ours() { # name, extra flags... -> sets PORT_<name>, OPS_<name>, PID_<name>
-  local name=$1; shift
-  local err=$TMP/$name.log
-  "${SRV_PIN[@]}" "$SVC" --listen=127.0.0.1:0 --ops_listen=127.0.0.1:0 --log_level=warn "$@" \
-    2>"$err" >/dev/null &
-  local pid=$!
-  PIDS+=("$pid")
-  # service.start is logged at info; with log_level=warn we find the ports with ss.
-  local i gp="" op=""
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || { cat "$err"; die "$name: airlock-testsvc exited at start"; }
-    if grep -q 'event=service.start' "$err" 2>/dev/null; then
-      gp=$(sed -n 's/.*event=service.start.* grpc_port=\([0-9]*\).*/\1/p' "$err" | head -1)
-      op=$(sed -n 's/.*event=service.start.* ops_port=\([0-9]*\).*/\1/p' "$err" | head -1)
-      break
-    fi
-    sleep 0.05
-  done
-  [[ -n $gp && -n $op ]] || { cat "$err"; die "$name: no service.start line"; }
-  printf -v "PORT_$name" %s "$gp"
-  printf -v "OPS_$name" %s "$op"
-  printf -v "PID_$name" %s "$pid"
-}
-
-start_nghttpd() { # name, nghttpd args... -> sets PORT_<name>, PID_<name>
+declare -A PORT OPS PID # by config name
+start_nghttpd() { # name, nghttpd args... -> sets PORT[name], PID[name]
   local name=$1; shift
   "${SRV_PIN[@]}" nghttpd -a 127.0.0.1 -d "$TMP/www" "$@" >"$TMP/$name.log" 2>&1 &
   local pid=$! i port=""
   PIDS+=("$pid")
   for ((i = 0; i < 100; i++)); do
     kill -0 "$pid" 2>/dev/null || { cat "$TMP/$name.log"; die "$name: nghttpd exited at start"; }
-    port=$(ss -ltnpH 2>/dev/null | grep "pid=$pid," | sed -n 's/.*127\.0\.0\.1:\([0-9]*\) .*/\1/p' | head -1)
+    port=$(ss -ltnpH 2>/dev/null | grep "pid=$pid," | sed -n 's/.*127\.0\.0\.1:\([0-9]*\) .*/\1/p' | head -1 || true)
     [[ -n $port ]] && break
     sleep 0.05
   done
   [[ -n $port ]] || die "$name: cannot find nghttpd's port"
-  printf -v "PORT_$name" %s "$port"
-  printf -v "PID_$name" %s "$pid"
+  PORT[$name]=$port PID[$name]=$pid
 }
 
 # service.start is an info line, so ours run at the default log level; the
 # per-request path logs nothing at info.
-start_ours() { # name, extra flags... -> sets PORT_<name>, OPS_<name>, PID_<name>
+start_ours() { # name, extra flags... -> sets PORT[name], OPS[name], PID[name]
   local name=$1; shift
   local err=$TMP/$name.log
   "${SRV_PIN[@]}" "$SVC" --listen=127.0.0.1:0 --ops_listen=127.0.0.1:0 "$@" 2>"$err" >/dev/null &
@@ -182,15 +159,13 @@ start_ours() { # name, extra flags... -> sets PORT_<name>, OPS_<name>, PID_<name
   PIDS+=("$pid")
   for ((i = 0; i < 100; i++)); do
     kill -0 "$pid" 2>/dev/null || { cat "$err"; die "$name: airlock-testsvc exited at start"; }
-    gp=$(sed -n 's/.*event=service\.start .*grpc_port=\([0-9][0-9]*\).*/\1/p' "$err" | head -1)
-    op=$(sed -n 's/.*event=service\.start .*ops_port=\([0-9][0-9]*\).*/\1/p' "$err" | head -1)
+    gp=$(sed -n 's/.*event=service\.start .*grpc_port=\([0-9][0-9]*\).*/\1/p' "$err" | head -1 || true)
+    op=$(sed -n 's/.*event=service\.start .*ops_port=\([0-9][0-9]*\).*/\1/p' "$err" | head -1 || true)
     [[ -n $gp && -n $op ]] && break
     sleep 0.05
   done
   [[ -n $gp && -n $op ]] || { cat "$err"; die "$name: no service.start line"; }
-  printf -v "PORT_$name" %s "$gp"
-  printf -v "OPS_$name" %s "$op"
-  printf -v "PID_$name" %s "$pid"
+  PORT[$name]=$gp OPS[$name]=$op PID[$name]=$pid
 }
 
 start_ours ours_h2c --insecure=true
@@ -206,24 +181,26 @@ ok_count() { # ops port -> value of the Echo OK counter (0 when absent)
   awk -v s="$OK_SERIES" 'index($0, s " ") == 1 { v = $2 } END { printf "%d\n", v + 0 }' <<<"$v"
 }
 
-cpu_ticks() { # pid -> utime+stime in clock ticks
-  awk '{ print $14 + $15 }' "/proc/$1/stat"
+sched() { # pid -> "on-CPU ns, run-queue wait ns", summed over its threads
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ c += $1; w += $2 } END { printf "%d %d\n", c, w }'
 }
-TCK=$(getconf CLK_TCK)
 
 # h2load: config name, url, extra h2load args... Runs one measured run and
-# sets R_RPS, R_P50, R_P99 (ms), R_CPU (server CPU us per request), R_TLS.
+# sets R_RPS, R_P50, R_P99 (ms), R_CPU (server on-CPU us per request), R_BUSY
+# (server on-CPU % of the run), R_WAIT (% of the run the server was runnable
+# but waiting for its CPU: interference from other load), R_TLS.
 run_h2load() {
   local name=$1 url=$2; shift 2
   local out=$TMP/h2load.out lf=$TMP/h2load.tsv n=$N
-  local pid_var="PID_$name" ops_var="OPS_$name"
-  local pid=${!pid_var} ops=${!ops_var:-} before=0 after c0 c1
+  local pid=${PID[$name]} ops=${OPS[$name]:-} before=0 after c0 w0 c1 w1 t0 t1
   [[ -n $ops ]] && before=$(ok_count "$ops")
   rm -f "$lf"
-  c0=$(cpu_ticks "$pid")
+  read -r c0 w0 < <(sched "$pid")
+  t0=$(date +%s%N)
   "${LOAD_PIN[@]}" h2load -n "$n" -c "$C" -m "$M" -t "$T" --log-file="$lf" "$@" "$url" >"$out" 2>&1 ||
     { cat "$out"; die "$name: h2load exited with an error"; }
-  c1=$(cpu_ticks "$pid")
+  t1=$(date +%s%N)
+  read -r c1 w1 < <(sched "$pid")
   local req codes
   req=$(grep -E '^requests:' "$out") || { cat "$out"; die "$name: no requests line"; }
   codes=$(grep -E '^status codes:' "$out") || { cat "$out"; die "$name: no status codes line"; }
@@ -249,7 +226,8 @@ run_h2load() {
     BEGIN { i50 = int((n * 50 + 99) / 100); i99 = int((n * 99 + 99) / 100) }
     NR == i50 { p50 = $1 } NR == i99 { p99 = $1 }
     END { printf "%.3f %.3f\n", p50 / 1000, p99 / 1000 }')
-  R_CPU=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v n="$n" 'BEGIN { printf "%.2f", d * 1e6 / t / n }')
+  read -r R_CPU R_BUSY R_WAIT < <(awk -v c=$((c1 - c0)) -v w=$((w1 - w0)) -v t=$((t1 - t0)) -v n="$n" \
+    'BEGIN { printf "%.2f %.0f %.0f\n", c / 1000 / n, 100 * c / t, 100 * w / t }')
 }
 
 warm() { # name, url, extra h2load args...
@@ -260,19 +238,19 @@ warm() { # name, url, extra h2load args...
     { cat "$TMP/warm.out"; die "$name: warm-up had errors"; }
 }
 
-declare -A URL ARGS BEST_RPS BEST_P50 BEST_P99 BEST_CPU ALL_RPS TLSINFO
-URL[ours_h2c]="http://127.0.0.1:$PORT_ours_h2c$METHOD"
-URL[ours_tls]="https://127.0.0.1:$PORT_ours_tls$METHOD"
-URL[ng_h2c]="http://127.0.0.1:$PORT_ng_h2c/Echo"
-URL[ng_tls]="https://127.0.0.1:$PORT_ng_tls/Echo"
+declare -A URL BEST_RPS BEST_P50 BEST_P99 BEST_BUSY BEST_WAIT MIN_CPU ALL_RPS TLSINFO
+URL[ours_h2c]="http://127.0.0.1:${PORT[ours_h2c]}$METHOD"
+URL[ours_tls]="https://127.0.0.1:${PORT[ours_tls]}$METHOD"
+URL[ng_h2c]="http://127.0.0.1:${PORT[ng_h2c]}/Echo"
+URL[ng_tls]="https://127.0.0.1:${PORT[ng_tls]}/Echo"
 CONFIGS=(ours_h2c ng_h2c ours_tls ng_tls)
 ((GET)) && CONFIGS+=(ngget_h2c ngget_tls)
 URL[ngget_h2c]=${URL[ng_h2c]}
 URL[ngget_tls]=${URL[ng_tls]}
-PID_ngget_h2c=$PID_ng_h2c
-PID_ngget_tls=$PID_ng_tls
+PID[ngget_h2c]=${PID[ng_h2c]}
+PID[ngget_tls]=${PID[ng_tls]}
 
-args_for() { # config -> prints nothing; sets A=(h2load args)
+args_for() { # config -> sets A=(h2load request args)
   case $1 in
     ngget_*) A=() ;;
     *) A=("${GRPC_H[@]}") ;;
@@ -297,6 +275,7 @@ for cfg in "${CONFIGS[@]}"; do
   args_for "$cfg"
   warm "$cfg" "${URL[$cfg]}" "${A[@]}"
   BEST_RPS[$cfg]=0
+  MIN_CPU[$cfg]=1e9
   ALL_RPS[$cfg]=""
 done
 
@@ -308,17 +287,23 @@ for ((r = 1; r <= ROUNDS; r++)); do
     ALL_RPS[$cfg]+="${ALL_RPS[$cfg]:+ }$(printf %.0f "$R_RPS")"
     TLSINFO[$cfg]=$R_TLS
     if awk -v a="$R_RPS" -v b="${BEST_RPS[$cfg]}" 'BEGIN { exit !(a > b) }'; then
-      BEST_RPS[$cfg]=$R_RPS BEST_P50[$cfg]=$R_P50 BEST_P99[$cfg]=$R_P99 BEST_CPU[$cfg]=$R_CPU
+      BEST_RPS[$cfg]=$R_RPS BEST_P50[$cfg]=$R_P50 BEST_P99[$cfg]=$R_P99
+      BEST_BUSY[$cfg]=$R_BUSY BEST_WAIT[$cfg]=$R_WAIT
     fi
+    MIN_CPU[$cfg]=$(awk -v a="$R_CPU" -v b="${MIN_CPU[$cfg]}" 'BEGIN { print (a < b ? a : b) }')
   done
   log "round $r done ($((SECONDS - START))s)"
 done
 log ""
 
-printf '%-10s %12s %9s %9s %12s   %s\n' config "req/s(best)" p50_ms p99_ms "srv_cpu_us/req" "req/s per round"
+log "req/s, p50/p99 (ms), server busy% and run-queue wait% are from the fastest round;"
+log "cpu_us/req is the server's on-CPU time per request, lowest of the rounds."
+printf '%-10s %11s %8s %8s %6s %6s %11s  %s\n' config req/s p50_ms p99_ms busy% wait% cpu_us/req \
+  "req/s per round"
 for cfg in "${CONFIGS[@]}"; do
-  printf '%-10s %12.2f %9.3f %9.3f %12s     %s\n' "$cfg" "${BEST_RPS[$cfg]}" "${BEST_P50[$cfg]}" \
-    "${BEST_P99[$cfg]}" "${BEST_CPU[$cfg]}" "${ALL_RPS[$cfg]}"
+  printf '%-10s %11.2f %8.3f %8.3f %6s %6s %11.2f  %s\n' "$cfg" "${BEST_RPS[$cfg]}" \
+    "${BEST_P50[$cfg]}" "${BEST_P99[$cfg]}" "${BEST_BUSY[$cfg]}" "${BEST_WAIT[$cfg]}" \
+    "${MIN_CPU[$cfg]}" "${ALL_RPS[$cfg]}"
 done
 log ""
 log "TLS negotiated: ours: ${TLSINFO[ours_tls]:-?}; nghttpd: ${TLSINFO[ng_tls]:-?}"
@@ -328,8 +313,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'
 R_H2C=$(ratio "${BEST_RPS[ours_h2c]}" "${BEST_RPS[ng_h2c]}")
 R_TLS=$(ratio "${BEST_RPS[ours_tls]}" "${BEST_RPS[ng_tls]}")
 log "ratio ours/nghttpd req/s: h2c $R_H2C, TLS $R_TLS" \
-  "(server CPU per request, nghttpd/ours: h2c $(ratio "${BEST_CPU[ng_h2c]}" "${BEST_CPU[ours_h2c]}")," \
-  "TLS $(ratio "${BEST_CPU[ng_tls]}" "${BEST_CPU[ours_tls]}"))"
+  "(server CPU per request, nghttpd/ours: h2c $(ratio "${MIN_CPU[ng_h2c]}" "${MIN_CPU[ours_h2c]}")," \
+  "TLS $(ratio "${MIN_CPU[ng_tls]}" "${MIN_CPU[ours_tls]}"))"
 if ((GET)); then
   log "vs nghttpd GET: h2c $(ratio "${BEST_RPS[ours_h2c]}" "${BEST_RPS[ngget_h2c]}")," \
     "TLS $(ratio "${BEST_RPS[ours_tls]}" "${BEST_RPS[ngget_tls]}")"

@@ -225,7 +225,7 @@ static void test_label_escape(void)
 
     /* escaped output is accepted back as a label value */
     CU_ASSERT_EQUAL_FATAL(al_metrics_new(&m), 0);
-    al_metrics_label_escape(buf, sizeof(buf), "/evil\"}\n\xfe", 10);
+    al_metrics_label_escape(buf, sizeof(buf), "/evil\"}\n\xfe", 9);
     snprintf(labels, sizeof(labels), "method=\"%s\"", buf);
     al_metric_add(al_metrics_counter(m, "calls_total", "h", labels), 1);
     text = render(m);
