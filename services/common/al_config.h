@@ -30,7 +30,8 @@
  * SIZE accept either an integer or one of the strings above; STRLIST takes an
  * array or a list of strings. libconfig 1.5 silently truncates integers
  * beyond 32 bits unless they carry an L suffix, so write large sizes as
- * strings ("8GiB").
+ * strings ("8GiB"). An @include path is resolved against the working
+ * directory, not the including file's.
  *
  * Errors name where the bad value came from and stop the load:
  *   file:   "<file>:<line>: <key>: <reason>"
@@ -80,13 +81,16 @@ struct al_cfg_field {
     int required;       /* must be given by file, env or flag; needs def == NULL */
     /*
      * AL_CFG_CUSTOM only: parses the setting s (a whole subtree, e.g. a list
-     * of groups) into field = dst + offset. Returns 0 or a negative AL_ERR_*
-     * and then writes a reason into err (al_config_errf() formats one naming
-     * the file, line and key of any setting in the subtree). Called again for
-     * each layer that sets the key, after custom_free.
+     * of groups) into field = dst + offset, which is zero on entry. Returns 0
+     * or a negative AL_ERR_*; on failure err holds either a bare reason (the
+     * loader prefixes the key's file:line) or a full message from
+     * al_config_errf() naming any setting inside the subtree. Unknown keys
+     * inside the subtree are this parser's to reject. s is borrowed for the
+     * call only: copy what you keep.
      */
     int (*custom)(const config_setting_t *s, void *field, char *err, size_t errlen);
-    /* AL_CFG_CUSTOM only: frees what custom stored and resets field to zero. */
+    /* AL_CFG_CUSTOM only: frees what custom stored (also after it failed
+     * halfway) and resets field to zero. */
     void (*custom_free)(void *field);
 };
 

@@ -20,6 +20,7 @@
 #include "al_grpc_client.h"
 #include "al_h2conn.h"
 #include "al_log.h"
+#include "al_resolve.h"
 
 #define CC_MAX_MD       64
 #define CC_MAX_MD_BYTES (32 * 1024)
@@ -63,6 +64,11 @@ struct al_grpc_channel {
     char *target, *server_name, *expect_peer, *alpn;
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    int numeric; /* target is an address: no lookup */
+    char host[256];
+    int port;
+    struct al_resolver *resolver; /* names: resolved on each (re)connect */
+    struct al_resolve_req *resolving;
     struct al_h2conn *conn;
     struct al_grpc_ccall *calls;
     nghttp2_session_callbacks *cbs;
@@ -369,6 +375,15 @@ static void ch_on_ready(struct al_h2conn *c, void *user)
     al_h2conn_flush(c);
 }
 
+static void fail_waiting(struct al_grpc_channel *ch, const char *msg)
+{
+    while (ch->calls) {
+        struct al_grpc_ccall *cc = ch->calls;
+        ccall_done(cc, AL_GRPC_UNAVAILABLE, msg);
+        ccall_free(cc);
+    }
+}
+
 static void ch_on_close(struct al_h2conn *c, int err, void *user)
 {
     struct al_grpc_channel *ch = user;
@@ -379,14 +394,10 @@ static void ch_on_close(struct al_h2conn *c, int err, void *user)
     ch->conn = NULL;
     snprintf(msg, sizeof(msg), "connection to %s lost: %s", ch->target,
              err ? al_strerror(err) : "closed by peer");
-    while (ch->calls) {
-        struct al_grpc_ccall *cc = ch->calls;
-        ccall_done(cc, AL_GRPC_UNAVAILABLE, msg);
-        ccall_free(cc);
-    }
+    fail_waiting(ch, msg);
 }
 
-static int ch_connect(struct al_grpc_channel *ch)
+static int ch_dial(struct al_grpc_channel *ch)
 {
     struct al_h2conn_opts co = {
         .tls_server = 0,
@@ -404,6 +415,41 @@ static int ch_connect(struct al_grpc_channel *ch)
     };
     return al_h2conn_connect(ch->loop, (struct sockaddr *)&ch->addr, ch->addrlen, ch->o.tls, &co,
                              &ch->conn);
+}
+
+static void resolved_cb(struct al_resolve_req *req, int status, const struct al_resolve_result *res,
+                        void *user)
+{
+    struct al_grpc_channel *ch = user;
+    char msg[320];
+    (void)req;
+
+    ch->resolving = NULL;
+    if (status == 0) {
+        /* the first answer; a later reconnect resolves again and may differ */
+        memcpy(&ch->addr, &res->addr[0], res->len[0]);
+        ch->addrlen = res->len[0];
+        status = ch_dial(ch);
+        if (status == 0)
+            return;
+    }
+    snprintf(msg, sizeof(msg), "cannot reach %s: %s", ch->target, al_strerror(status));
+    AL_LOG_WARN("grpc.client", "target=%s reason=\"%s\"", ch->target, al_strerror(status));
+    fail_waiting(ch, msg);
+}
+
+static int ch_connect(struct al_grpc_channel *ch)
+{
+    if (ch->numeric)
+        return ch_dial(ch);
+    if (ch->resolving)
+        return 0;
+    if (!ch->resolver) {
+        int rc = al_resolver_new(ch->loop, &ch->resolver);
+        if (rc < 0)
+            return rc;
+    }
+    return al_resolve(ch->resolver, ch->host, ch->port, resolved_cb, ch, &ch->resolving);
 }
 
 static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -505,7 +551,7 @@ int al_grpc_channel_call(struct al_grpc_channel *ch, const char *path, const Pro
         ev_timer_set(&cc->deadline, timeout_s, 0.);
         ev_timer_start(ch->loop, &cc->deadline);
     }
-    if (!ch->conn) {
+    if (!ch->conn && !ch->resolving) {
         rc = ch_connect(ch);
         if (rc < 0) {
             ccall_free(cc);
@@ -567,10 +613,12 @@ int al_grpc_channel_new(struct ev_loop *loop, const struct al_grpc_channel_opts 
         ch->o.max_message_bytes = 4 * 1024 * 1024;
     if (ch->o.connect_timeout_s <= 0)
         ch->o.connect_timeout_s = 10;
-    if (!opts->target || al_addr_parse(opts->target, &ch->addr, &ch->addrlen) < 0) {
+    if (!opts->target ||
+        al_split_hostport(opts->target, ch->host, sizeof(ch->host), &ch->port) < 0) {
         free(ch);
         return AL_ERR_INVAL;
     }
+    ch->numeric = al_addr_parse(opts->target, &ch->addr, &ch->addrlen) == 0;
     /* host part of target for certificate verification */
     snprintf(host, sizeof(host), "%s", opts->target);
     char *colon = strrchr(host, ':');
@@ -611,6 +659,8 @@ void al_grpc_channel_free(struct al_grpc_channel *ch)
         al_h2conn_set_user(ch->conn, NULL);
         al_h2conn_close(ch->conn, 0);
     }
+    al_resolve_cancel(ch->resolving);
+    al_resolver_free(ch->resolver);
     if (ch->cbs)
         nghttp2_session_callbacks_del(ch->cbs);
     free(ch->target);

@@ -25,7 +25,7 @@ struct al_grpc_channel;
 struct al_grpc_ccall;
 
 struct al_grpc_channel_opts {
-    const char *target;       /* "host:port", numeric or localhost */
+    const char *target;       /* "host:port"; names resolved with c-ares, never blocking */
     struct al_tls *tls;       /* borrowed client context; NULL = h2c */
     const char *server_name;  /* certificate name/IP to verify; NULL = host of target */
     const char *expect_peer;  /* if set: server SPIFFE id must start with this */

@@ -3,12 +3,12 @@
  *
  * Each connection runs one request at a time through these states:
  *
- *   state      enters when                      timer          leaves when
- *   idle       accepted / response written      idle timeout   first byte of a request
- *   head       parser saw a request start       head timeout   headers end (or an error)
- *   respond    a response is queued             idle, re-armed  all written
- *              (parser paused, reading stopped) per write
- *   linger     an error response was written    LINGER_SECS    peer EOF, cap or timer
+ *   state     enters when                      timer            leaves when
+ *   idle      accepted / response written      idle timeout     first byte of a request
+ *   head      parser saw a request start       head timeout     request complete, or an error
+ *   respond   response queued; parser paused,  idle, re-armed   all written
+ *             reading stopped                  on each write
+ *   linger    error response written           LINGER_SECS      peer EOF, drain cap or timer
  *
  * Pausing the parser while a response is queued keeps pipelined requests in
  * the kernel and in the small input buffer, so a peer can never make us

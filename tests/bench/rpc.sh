@@ -182,13 +182,14 @@ ok_count() { # ops port -> value of the Echo OK counter (0 when absent)
 }
 
 sched() { # pid -> "on-CPU ns, run-queue wait ns", summed over its threads
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ c += $1; w += $2 } END { printf "%d %d\n", c, w }'
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ c += $1; w += $2 } END { printf "%.0f %.0f\n", c, w }'
 }
 
 # h2load: config name, url, extra h2load args... Runs one measured run and
 # sets R_RPS, R_P50, R_P99 (ms), R_CPU (server on-CPU us per request), R_BUSY
 # (server on-CPU % of the run), R_WAIT (% of the run the server was runnable
-# but waiting for its CPU: interference from other load), R_TLS.
+# but waiting for its CPU: interference from other load), R_LOAD (h2load's CPU
+# % of the run, user+sys, summed over its threads), R_TLS.
 run_h2load() {
   local name=$1 url=$2; shift 2
   local out=$TMP/h2load.out lf=$TMP/h2load.tsv n=$N
@@ -197,9 +198,11 @@ run_h2load() {
   rm -f "$lf"
   read -r c0 w0 < <(sched "$pid")
   t0=$(date +%s%N)
-  "${LOAD_PIN[@]}" h2load -n "$n" -c "$C" -m "$M" -t "$T" --log-file="$lf" "$@" "$url" >"$out" 2>&1 ||
-    { cat "$out"; die "$name: h2load exited with an error"; }
+  local TIMEFORMAT='%U %S' hu hs
+  { time "${LOAD_PIN[@]}" h2load -n "$n" -c "$C" -m "$M" -t "$T" --log-file="$lf" "$@" "$url" \
+      >"$out" 2>&1; } 2>"$TMP/time.out" || { cat "$out"; die "$name: h2load exited with an error"; }
   t1=$(date +%s%N)
+  read -r hu hs <"$TMP/time.out"
   read -r c1 w1 < <(sched "$pid")
   local req codes
   req=$(grep -E '^requests:' "$out") || { cat "$out"; die "$name: no requests line"; }
@@ -226,8 +229,9 @@ run_h2load() {
     BEGIN { i50 = int((n * 50 + 99) / 100); i99 = int((n * 99 + 99) / 100) }
     NR == i50 { p50 = $1 } NR == i99 { p99 = $1 }
     END { printf "%.3f %.3f\n", p50 / 1000, p99 / 1000 }')
-  read -r R_CPU R_BUSY R_WAIT < <(awk -v c=$((c1 - c0)) -v w=$((w1 - w0)) -v t=$((t1 - t0)) -v n="$n" \
-    'BEGIN { printf "%.2f %.0f %.0f\n", c / 1000 / n, 100 * c / t, 100 * w / t }')
+  read -r R_CPU R_BUSY R_WAIT R_LOAD < <(awk -v c=$((c1 - c0)) -v w=$((w1 - w0)) -v t=$((t1 - t0)) \
+    -v n="$n" -v h="$hu" -v hs="$hs" 'BEGIN { printf "%.2f %.0f %.0f %.0f\n", c / 1000 / n,
+      100 * c / t, 100 * w / t, 100 * (h + hs) * 1e9 / t }')
 }
 
 warm() { # name, url, extra h2load args...
@@ -238,7 +242,7 @@ warm() { # name, url, extra h2load args...
     { cat "$TMP/warm.out"; die "$name: warm-up had errors"; }
 }
 
-declare -A URL BEST_RPS BEST_P50 BEST_P99 BEST_BUSY BEST_WAIT MIN_CPU ALL_RPS TLSINFO
+declare -A URL BEST_RPS BEST_P50 BEST_P99 BEST_BUSY BEST_WAIT BEST_LOAD MIN_CPU ALL_RPS TLSINFO
 URL[ours_h2c]="http://127.0.0.1:${PORT[ours_h2c]}$METHOD"
 URL[ours_tls]="https://127.0.0.1:${PORT[ours_tls]}$METHOD"
 URL[ng_h2c]="http://127.0.0.1:${PORT[ng_h2c]}/Echo"
@@ -288,7 +292,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     TLSINFO[$cfg]=$R_TLS
     if awk -v a="$R_RPS" -v b="${BEST_RPS[$cfg]}" 'BEGIN { exit !(a > b) }'; then
       BEST_RPS[$cfg]=$R_RPS BEST_P50[$cfg]=$R_P50 BEST_P99[$cfg]=$R_P99
-      BEST_BUSY[$cfg]=$R_BUSY BEST_WAIT[$cfg]=$R_WAIT
+      BEST_BUSY[$cfg]=$R_BUSY BEST_WAIT[$cfg]=$R_WAIT BEST_LOAD[$cfg]=$R_LOAD
     fi
     MIN_CPU[$cfg]=$(awk -v a="$R_CPU" -v b="${MIN_CPU[$cfg]}" 'BEGIN { print (a < b ? a : b) }')
   done
@@ -296,14 +300,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 log ""
 
-log "req/s, p50/p99 (ms), server busy% and run-queue wait% are from the fastest round;"
-log "cpu_us/req is the server's on-CPU time per request, lowest of the rounds."
-printf '%-10s %11s %8s %8s %6s %6s %11s  %s\n' config req/s p50_ms p99_ms busy% wait% cpu_us/req \
-  "req/s per round"
+log "req/s, p50/p99 latency, srv% (server on-CPU share of the run), wait% (server runnable"
+log "but not running: other load on its CPU) and h2load% (its CPU share) are from the fastest"
+log "round; cpu_us/req is the server's on-CPU time per request, lowest of the rounds."
+printf '%-10s %11s %8s %8s %5s %5s %7s %10s  %s\n' config req/s p50_ms p99_ms srv% wait% h2load% \
+  cpu_us/req "req/s per round"
 for cfg in "${CONFIGS[@]}"; do
-  printf '%-10s %11.2f %8.3f %8.3f %6s %6s %11.2f  %s\n' "$cfg" "${BEST_RPS[$cfg]}" \
+  printf '%-10s %11.2f %8.3f %8.3f %5s %5s %7s %10.2f  %s\n' "$cfg" "${BEST_RPS[$cfg]}" \
     "${BEST_P50[$cfg]}" "${BEST_P99[$cfg]}" "${BEST_BUSY[$cfg]}" "${BEST_WAIT[$cfg]}" \
-    "${MIN_CPU[$cfg]}" "${ALL_RPS[$cfg]}"
+    "${BEST_LOAD[$cfg]}" "${MIN_CPU[$cfg]}" "${ALL_RPS[$cfg]}"
 done
 log ""
 log "TLS negotiated: ours: ${TLSINFO[ours_tls]:-?}; nghttpd: ${TLSINFO[ng_tls]:-?}"
