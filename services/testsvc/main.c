@@ -124,8 +124,15 @@ static void stream_step(struct pending *p)
         rep.seq = p->sent;
         rep.payload.data = p->payload;
         rep.payload.len = (size_t)p->payload_bytes;
-        if (al_grpc_call_send(p->call, &rep.base) < 0)
-            break;
+        int rc = al_grpc_call_send(p->call, &rep.base);
+        if (rc < 0) {
+            al_grpc_call_finish(p->call,
+                                rc == AL_ERR_TOOBIG ? AL_GRPC_RESOURCE_EXHAUSTED : AL_GRPC_INTERNAL,
+                                rc == AL_ERR_TOOBIG ? "response message over the size limit"
+                                                    : al_strerror(rc));
+            pending_free(p);
+            return;
+        }
         p->sent++;
         if (p->interval_ms > 0 && p->sent < p->count) {
             ev_timer_set(&p->timer, p->interval_ms / 1000.0, 0.);
