@@ -156,9 +156,15 @@ static void call_unlink(struct al_grpc_call *c)
 static void record_metrics(struct al_grpc_call *c)
 {
     struct al_grpc_server *s = c->gc ? c->gc->srv : NULL;
-    if (!s || !s->o.metrics || !c->m)
+    if (!s)
         return;
     double dur = ev_now(s->loop) - c->start;
+    AL_LOG_DEBUG("grpc.call", "conn=%llu stream=%d peer=%s method=%s status=%s dur_ms=%.3f",
+                 (unsigned long long)al_h2conn_id(c->gc->h2), c->stream_id,
+                 al_h2conn_peer_id(c->gc->h2)[0] ? al_h2conn_peer_id(c->gc->h2) : "-",
+                 c->m ? c->m->path : "-", al_grpc_status_name(c->status), dur * 1000.0);
+    if (!s->o.metrics || !c->m)
+        return;
     if (c->status == AL_GRPC_OK) {
         al_metric_add(c->m->ok_count, 1);
     } else {
@@ -189,8 +195,7 @@ static void call_stream_closed(struct al_grpc_call *c)
         c->finished = 1;
         c->status = AL_GRPC_CANCELLED;
     }
-    if (c->dispatched || c->m)
-        record_metrics(c);
+    record_metrics(c);
     call_unlink(c);
     c->gc = NULL;
     if (!c->dispatched)

@@ -40,6 +40,7 @@ t_result() {
   local name=$1 out; shift
   if out=$("$@" 2>&1); then
     t_pass "$name"
+    [[ -n $out ]] && echo "    $(tail -n 1 <<<"$out")"
   else
     t_fail "$name" "$(tail -n 1 <<<"$out")"
   fi
