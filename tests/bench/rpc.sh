@@ -6,11 +6,14 @@
 # with the same h2load flags (-c, -m, -n, -t) over h2c and over TLS (same
 # certificate). The nghttpd baseline is sent the identical request (POST, same
 # headers, same 12-byte gRPC-framed body), so both servers read a HEADERS+DATA
-# request and write a response; a GET baseline is measured too, for reference.
+# request and write a response (BENCH_GET=1 adds a plain GET baseline).
 #
 # Every configuration is measured BENCH_ROUNDS times, interleaved (ours,
 # nghttpd, ours, ...), and the fastest round is reported: on a shared machine
-# interference only ever slows a run down. Also reported: server on-CPU time
+# interference only ever slows a run down. A round is a throughput run (req/s)
+# and a latency run with h2load's --log-file (p50/p99); they are separate
+# because h2load's write per logged request costs it about a third of its
+# throughput, and h2load, not the server, is usually the bottleneck here. Also reported: server on-CPU time
 # per request (/proc/PID/task/*/schedstat), which other load on the machine
 # barely moves, and how long the server waited for its CPU (interference).
 #
@@ -25,7 +28,8 @@
 # Environment (defaults in brackets):
 #   BIN           directory holding airlock-testsvc [build-rel/bin; a Release
 #                 build is made there when the binary is missing]
-#   BENCH_N       requests per measured run [150000]
+#   BENCH_N       requests per throughput run [200000]
+#   BENCH_LAT_N   requests per latency run [50000]
 #   BENCH_C       h2load clients (connections) [16]
 #   BENCH_M       h2load max concurrent streams per client [16]
 #   BENCH_T       h2load threads [1]
@@ -33,7 +37,7 @@
 #   BENCH_WARMUP  requests per warm-up run [20000]
 #   BENCH_PIN     1: pin the server to CPU 0 and h2load to CPU 1 [1 when the
 #                 machine has 2 or more CPUs]
-#   BENCH_GET     1: also measure the nghttpd GET baseline [1]
+#   BENCH_GET     1: also measure an nghttpd GET baseline (informational) [0]
 # Loopback only. The last line is:
 #   summary: ratio=... h2c_rps=... nghttpd_h2c_rps=... tls_ratio=... tls_rps=...
 #            nghttpd_tls_rps=... p50_ms=... p99_ms=...
@@ -41,13 +45,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/build-rel/bin}
-N=${BENCH_N:-150000}
+N=${BENCH_N:-200000}
+LAT_N=${BENCH_LAT_N:-50000}
 C=${BENCH_C:-16}
 M=${BENCH_M:-16}
 T=${BENCH_T:-1}
 ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-20000}
-GET=${BENCH_GET:-1}
+GET=${BENCH_GET:-0}
 if [[ -z ${BENCH_PIN:-} ]]; then
   if (($(nproc) >= 2)); then BENCH_PIN=1; else BENCH_PIN=0; fi
 fi
@@ -73,16 +78,23 @@ if ((${#need_apt[@]})); then
 fi
 
 # --- build -------------------------------------------------------------------
+# The default build-rel is brought up to date (only the airlock-testsvc
+# target); a BIN given from outside is used as it is.
 SVC=$BIN/airlock-testsvc
-if [[ ! -x $SVC ]]; then
-  [[ $BIN == "$ROOT/build-rel/bin" ]] || die "$SVC not found"
-  log "building Release into build-rel (airlock-testsvc)"
-  cmake -S "$ROOT" -B "$ROOT/build-rel" -DCMAKE_BUILD_TYPE=Release >/dev/null ||
-    die "cmake configure"
-  make -C "$ROOT/build-rel" -j"$(nproc)" --no-print-directory airlock-testsvc >/dev/null ||
-    die "build airlock-testsvc"
-  [[ -x $SVC ]] || die "$SVC missing after the build"
+if [[ $BIN == "$ROOT/build-rel/bin" ]]; then
+  had=0 BLOG=$ROOT/build-rel/bench-build.log
+  mkdir -p "$ROOT/build-rel"
+  [[ -x $SVC ]] && had=1
+  if ((!had)); then log "building Release into build-rel (airlock-testsvc)"; fi
+  if ! { cmake -S "$ROOT" -B "$ROOT/build-rel" -DCMAKE_BUILD_TYPE=Release >"$BLOG" 2>&1 &&
+    make -C "$ROOT/build-rel" -j"$(nproc)" --no-print-directory airlock-testsvc \
+      >>"$BLOG" 2>&1; }; then
+    grep -E 'error' "$BLOG" | head -20
+    ((had)) || die "Release build of airlock-testsvc (log: $BLOG)"
+    log "warning: rebuilding build-rel failed; measuring the existing, possibly stale, binary"
+  fi
 fi
+[[ -x $SVC ]] || die "$SVC not found"
 if [[ -f $BIN/../CMakeCache.txt ]]; then
   bt=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BIN/../CMakeCache.txt")
   [[ $bt == Release ]] || log "warning: $BIN is a '${bt:-unset}' build, not Release"
@@ -133,7 +145,7 @@ printf 'hello world\n' >"$TMP/www/Echo" # 12 bytes, about the size of our reply
 GRPC_H=(-H 'content-type: application/grpc' -H 'te: trailers' -d "$TMP/req.bin")
 # Same flags for every server. One TLS 1.3 cipher for both (nghttpd would pick
 # AES-256-GCM, ours AES-128-GCM); it has no effect on h2c.
-H2L=(-n "$N" -c "$C" -m "$M" -t "$T" --tls13-ciphers=TLS_AES_128_GCM_SHA256)
+H2L=(-c "$C" -m "$M" -t "$T" --tls13-ciphers=TLS_AES_128_GCM_SHA256)
 
 # --- servers -----------------------------------------------------------------
 declare -A PORT OPS PID # by config name
@@ -188,21 +200,27 @@ sched() { # pid -> "on-CPU ns, run-queue wait ns", summed over its threads
   cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ c += $1; w += $2 } END { printf "%.0f %.0f\n", c, w }'
 }
 
-# h2load: config name, url, extra h2load args... Runs one measured run and
-# sets R_RPS, R_P50, R_P99 (ms), R_CPU (server on-CPU us per request), R_BUSY
-# (server on-CPU % of the run), R_WAIT (% of the run the server was runnable
-# but waiting for its CPU: interference from other load), R_LOAD (h2load's CPU
-# % of the run, user+sys, summed over its threads), R_TLS.
+# One h2load run: mode (tput|lat), config name, url, extra h2load args...
+# tput: -n N, no per-request log; sets R_RPS, R_CPU (server on-CPU us per
+#   request), R_BUSY (server on-CPU % of the run), R_WAIT (% of the run the
+#   server was runnable but waiting for its CPU: interference from other
+#   load), R_LOAD (h2load's CPU % of the run, user+sys, all threads), R_TLS.
+# lat: -n LAT_N with --log-file; sets R_P50, R_P99 (ms) from the log.
+# Both check that every request succeeded (and, for ours, the OK counter).
 run_h2load() {
-  local name=$1 url=$2; shift 2
-  local out=$TMP/h2load.out lf=$TMP/h2load.tsv n=$N
+  local mode=$1 name=$2 url=$3; shift 3
+  local out=$TMP/h2load.out lf=$TMP/h2load.tsv n=$N extra=()
   local pid=${PID[$name]} ops=${OPS[$name]:-} before=0 after c0 w0 c1 w1 t0 t1
+  if [[ $mode == lat ]]; then
+    n=$LAT_N
+    extra=(--log-file="$lf")
+    rm -f "$lf"
+  fi
   [[ -n $ops ]] && before=$(ok_count "$ops")
-  rm -f "$lf"
   read -r c0 w0 < <(sched "$pid")
   t0=$(date +%s%N)
   local TIMEFORMAT='%U %S' hu hs
-  { time "${LOAD_PIN[@]}" h2load "${H2L[@]}" --log-file="$lf" "$@" "$url" \
+  { time "${LOAD_PIN[@]}" h2load "${H2L[@]}" -n "$n" "${extra[@]}" "$@" "$url" \
       >"$out" 2>&1; } 2>"$TMP/time.out" || { cat "$out"; die "$name: h2load exited with an error"; }
   t1=$(date +%s%N)
   read -r hu hs <"$TMP/time.out"
@@ -219,19 +237,22 @@ run_h2load() {
     ((after - before == n)) ||
       die "$name: $OK_SERIES grew by $((after - before)), expected $n (h2load saw $req)"
   fi
+  if [[ $mode == lat ]]; then
+    # per-request log: start time (us), HTTP status, duration (us), tab-separated
+    local lines bad
+    lines=$(wc -l <"$lf")
+    ((lines == n)) || die "$name: h2load log has $lines lines, expected $n"
+    bad=$(awk -F'\t' '$2 != 200' "$lf" | wc -l)
+    ((bad == 0)) || die "$name: $bad requests without HTTP 200 in the h2load log"
+    read -r R_P50 R_P99 < <(cut -f3 "$lf" | sort -n | awk -v n="$lines" '
+      BEGIN { i50 = int((n * 50 + 99) / 100); i99 = int((n * 99 + 99) / 100) }
+      NR == i50 { p50 = $1 } NR == i99 { p99 = $1 }
+      END { printf "%.3f %.3f\n", p50 / 1000, p99 / 1000 }')
+    return
+  fi
   R_RPS=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$out")
   [[ -n $R_RPS ]] || { cat "$out"; die "$name: cannot read req/s"; }
   R_TLS=$(sed -n 's/^TLS Protocol: \(.*\)/\1/p;s/^Cipher: \(.*\)/\1/p' "$out" | paste -sd' ' -)
-  # per-request log: start time (us), HTTP status, duration (us), tab-separated
-  local lines bad
-  lines=$(wc -l <"$lf")
-  ((lines == n)) || die "$name: h2load log has $lines lines, expected $n"
-  bad=$(awk -F'\t' '$2 != 200' "$lf" | wc -l)
-  ((bad == 0)) || die "$name: $bad requests without HTTP 200 in the h2load log"
-  read -r R_P50 R_P99 < <(cut -f3 "$lf" | sort -n | awk -v n="$lines" '
-    BEGIN { i50 = int((n * 50 + 99) / 100); i99 = int((n * 99 + 99) / 100) }
-    NR == i50 { p50 = $1 } NR == i99 { p99 = $1 }
-    END { printf "%.3f %.3f\n", p50 / 1000, p99 / 1000 }')
   read -r R_CPU R_BUSY R_WAIT R_LOAD < <(awk -v c=$((c1 - c0)) -v w=$((w1 - w0)) -v t=$((t1 - t0)) \
     -v n="$n" -v h="$hu" -v hs="$hs" 'BEGIN { printf "%.2f %.0f %.0f %.0f\n", c / 1000 / n,
       100 * c / t, 100 * w / t, 100 * (h + hs) * 1e9 / t }')
@@ -266,7 +287,9 @@ args_for() { # config -> sets A=(h2load request args)
 
 log "airlock-testsvc: $SVC"
 log "h2load: $(h2load --version | head -1); nghttpd $(nghttpd --version | sed -n 's/^nghttpd nghttp2\///p')"
-log "flags: -n $N -c $C -m $M -t $T; warm-up $WARMUP requests per config; best of $ROUNDS rounds"
+log "flags: -c $C -m $M -t $T for every server; per config and round: a throughput run of -n $N"
+log "  and a latency run of -n $LAT_N with --log-file (h2load's write per request would slow the"
+log "  throughput run by about a third); warm-up $WARMUP requests per config; best of $ROUNDS rounds"
 if ((BENCH_PIN)); then
   log "cpus: $(nproc); servers pinned to CPU 0, h2load to CPU 1 (taskset); one worker each"
 else
@@ -275,7 +298,7 @@ fi
 log "TLS: TLS 1.3, ECDSA P-256 server cert; airlock-testsvc runs tls.client_cert=optional" \
   "because h2load cannot present a client certificate (no mTLS in this benchmark)"
 log "nghttpd request: POST with the same headers and body as the gRPC call, 12-byte static file"
-log "  ('ngget' rows: plain GET of the same file, for reference)"
+((GET)) && log "  ('ngget' rows: plain GET of the same file, for reference)"
 log ""
 
 for cfg in "${CONFIGS[@]}"; do
@@ -290,7 +313,8 @@ START=$SECONDS
 for ((r = 1; r <= ROUNDS; r++)); do
   for cfg in "${CONFIGS[@]}"; do
     args_for "$cfg"
-    run_h2load "$cfg" "${URL[$cfg]}" "${A[@]}"
+    run_h2load tput "$cfg" "${URL[$cfg]}" "${A[@]}"
+    run_h2load lat "$cfg" "${URL[$cfg]}" "${A[@]}"
     ALL_RPS[$cfg]+="${ALL_RPS[$cfg]:+ }$(printf %.0f "$R_RPS")"
     TLSINFO[$cfg]=$R_TLS
     if awk -v a="$R_RPS" -v b="${BEST_RPS[$cfg]}" 'BEGIN { exit !(a > b) }'; then
@@ -303,9 +327,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 log ""
 
-log "req/s, p50/p99 latency, srv% (server on-CPU share of the run), wait% (server runnable"
-log "but not running: other load on its CPU) and h2load% (its CPU share) are from the fastest"
-log "round; cpu_us/req is the server's on-CPU time per request, lowest of the rounds."
+log "req/s, srv% (server on-CPU share of the run), wait% (server runnable but not running:"
+log "other load on its CPU) and h2load% (its CPU share) are from the fastest throughput run;"
+log "p50/p99 from the latency run of that round; cpu_us/req is the server's on-CPU time per"
+log "request, lowest of the throughput runs."
 printf '%-10s %11s %8s %8s %5s %5s %7s %10s  %s\n' config req/s p50_ms p99_ms srv% wait% h2load% \
   cpu_us/req "req/s per round"
 for cfg in "${CONFIGS[@]}"; do
@@ -315,20 +340,25 @@ for cfg in "${CONFIGS[@]}"; do
 done
 log ""
 log "TLS negotiated: ours: ${TLSINFO[ours_tls]:-?}; nghttpd: ${TLSINFO[ng_tls]:-?}"
-sat=""
+sat="" busy=""
 for cfg in ours_h2c ng_h2c ours_tls ng_tls; do
   ((${BEST_LOAD[$cfg]} >= 90)) && sat+=" $cfg"
+  ((${BEST_WAIT[$cfg]} >= 10)) && busy+=" $cfg"
 done
+if [[ -n $busy ]]; then
+  log "note: the server waited >=10% of the run for its CPU in:$busy: other load on this"
+  log "  machine distorted those figures; rerun on a quiet machine."
+fi
 if [[ -n $sat ]]; then
-  log "note: h2load used >=90% of its CPU in:$sat. There req/s is capped by the load generator"
-  log "  (it spends more CPU per request than either server), so the req/s ratio understates the"
-  log "  difference between the servers; cpu_us/req compares the servers themselves."
+  log "note: h2load used >=90% of its CPU in:$sat. There req/s is capped by the load"
+  log "  generator (it spends more CPU per request than either server), so req/s and its ratio"
+  log "  mostly measure h2load; cpu_us/req (and capacity below) compares the servers themselves."
 fi
 cap() { awk -v c="$1" 'BEGIN { printf "%.0f", (c > 0 ? 1e6 / c : 0) }'; }
 log "server capacity on one core (1e6 / cpu_us/req): ours h2c $(cap "${MIN_CPU[ours_h2c]}")," \
   "nghttpd h2c $(cap "${MIN_CPU[ng_h2c]}"), ours TLS $(cap "${MIN_CPU[ours_tls]}")," \
   "nghttpd TLS $(cap "${MIN_CPU[ng_tls]}") req/s"
-log "verified: every request 2xx in h2load, and $OK_SERIES grew by exactly $N per run of ours"
+log "verified: every request 2xx in h2load, and $OK_SERIES grew by exactly -n per run of ours"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 R_H2C=$(ratio "${BEST_RPS[ours_h2c]}" "${BEST_RPS[ng_h2c]}")

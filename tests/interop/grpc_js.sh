@@ -37,7 +37,8 @@ COMMON=(--grpc.drain_timeout=10s)
 srv_start h2c airlock-testsvc --insecure=true "${COMMON[@]}" &&
   srv_start h2c_small airlock-testsvc --insecure=true --grpc.max_message_size=64KiB "${COMMON[@]}" &&
   srv_start tls airlock-testsvc "${TLS_ARGS[@]}" "${COMMON[@]}" &&
-  srv_start tls_small airlock-testsvc "${TLS_ARGS[@]}" --grpc.max_message_size=64KiB "${COMMON[@]}" ||
+  srv_start tls_small airlock-testsvc "${TLS_ARGS[@]}" --grpc.max_message_size=64KiB "${COMMON[@]}" &&
+  srv_start drain airlock-testsvc --insecure=true --grpc.drain_timeout=60s ||
   { t_fail start "a server did not start"; exit 1; }
 
 # Re-issues the TLS server's certificate (new key, new serial) and asks it to reload.
@@ -48,6 +49,7 @@ echo "certificates made with $CERTS_TOOL; node $(node --version)"
 PROTO_DIR=$ROOT/proto PKI=$PKI RELOAD_CMD=$RELOAD_CMD \
   H2C=127.0.0.1:$h2c_PORT H2C_SMALL=127.0.0.1:$h2c_small_PORT \
   TLS=127.0.0.1:$tls_PORT TLS_SMALL=127.0.0.1:$tls_small_PORT \
+  DRAIN=127.0.0.1:$drain_PORT DRAIN_PID=$drain_PID \
   node --no-deprecation "$HERE/grpc_js_test.js"
 rc=$?
 ((rc != 0)) && echo "grpc_js_test.js exited with status $rc"
@@ -58,6 +60,30 @@ if grep -q 'event=tls.reload result=ok' "$tls_ERR"; then
 else
   t_fail tls-reload-logged "no 'event=tls.reload result=ok' in the TLS server's log"
 fi
+# The drain server was stopped with SIGTERM by the h2c-drain check.
+drain_exit() { # runs in this shell: only it can wait for the server
+  local i rc
+  for ((i = 0; i < SRV_STOP_TIMEOUT * 10; i++)); do
+    kill -0 "$drain_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$drain_PID" 2>/dev/null; then
+    t_fail drain-exit "still running ${SRV_STOP_TIMEOUT}s after SIGTERM"
+    return
+  fi
+  wait "$drain_PID"
+  rc=$?
+  if ! srv_sanitizer_free drain >/dev/null; then
+    t_fail drain-exit "$(srv_sanitizer_free drain)"
+  elif ((rc != 0)); then
+    t_fail drain-exit "exit status $rc; log tail: $(tail -n 2 "$drain_ERR" | tr '\n' ' ')"
+  elif ! grep -q 'event=service.stop reason=drained' "$drain_ERR"; then
+    t_fail drain-exit "no 'event=service.stop reason=drained' in its log"
+  else
+    t_pass drain-exit
+  fi
+}
+drain_exit
 for s in h2c h2c_small tls tls_small; do
   srv_check "$s"
   srv_idle_check "$s"

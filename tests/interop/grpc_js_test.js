@@ -7,6 +7,8 @@
 //   PKI                   directory with ca.crt, client-client.{crt,key}, test-testsvc.crt
 //   RELOAD_CMD            shell command that re-issues the TLS server's certificate
 //                         and sends it SIGHUP (certificate reload check)
+//   DRAIN, DRAIN_PID      host:port and pid of an h2c server this script stops with
+//                         SIGTERM (drain check; grpc_js.sh checks its exit)
 // Prints one line per check: PASS name / FAIL name: reason / SKIP name: reason.
 // Exits 1 if any check failed. No timing assertions: deadlines are generous.
 
@@ -181,6 +183,14 @@ async function suite(kind, target, smallTarget) {
   await check(p('echo-empty'), async () => {
     const { rep } = await unaryOk(c.test, 'Echo', {});
     expect(rep.message === '' && rep.payload.length === 0, 'reply not empty');
+  });
+
+  await check(p('echo-3MiB'), async () => {
+    // bigger than any HTTP/2 window: both sides' flow control must move it
+    const payload = Buffer.alloc(3 << 20);
+    for (let i = 0; i < payload.length; i += 4096) payload[i] = i & 0xff;
+    const { rep } = await unaryOk(c.test, 'Echo', { payload });
+    expect(eqBuf(rep.payload, payload), `payload differs (${rep.payload.length} bytes back)`);
   });
 
   await check(p('echo-concurrent-100'), async () => {
@@ -443,10 +453,44 @@ async function reloadSuite() {
   });
 }
 
+async function drainSuite() {
+  await check('h2c-drain', async () => {
+    const c = clients(env.DRAIN, 'h2c');
+    await unaryOk(c.test, 'Echo', { message: 'before drain' });
+    const watchStatuses = [];
+    const watch = stream(c.health, 'Watch', { service: '' }, {
+      deadlineMs: 300000, onData: (m) => watchStatuses.push(m.status),
+    });
+    let slowGot = 0;
+    const slow = stream(c.test, 'Stream', { count: 30, interval_ms: 100 }, { onData: () => { slowGot++; } });
+    while (slowGot < 2 || watchStatuses.length < 1) await sleep(20);
+
+    process.kill(Number(env.DRAIN_PID), 'SIGTERM');
+    // Watchers are told and let go at once, so they do not hold the drain open.
+    const w = await watch;
+    expect(w.status.code === grpc.status.UNAVAILABLE,
+      `Watch ended with ${grpc.status[w.status.code]} "${w.status.details}", want UNAVAILABLE`);
+    // While the Stream is still running, new connections are not served.
+    const n = clients(env.DRAIN, 'h2c');
+    const r = await unary(n.test, 'Echo', { message: 'during drain' }, { deadlineMs: 10000 });
+    n.close();
+    const stillRunning = slowGot < 30;
+    expect(r.err, 'a new connection was served during the drain');
+    // The call already running finishes normally.
+    const sr = await slow;
+    expectStatus(sr.status, grpc.status.OK, 'Stream running when the drain began');
+    expect(sr.msgs.length === 30, `Stream got ${sr.msgs.length} of 30 messages`);
+    c.close();
+    if (!stillRunning) return { skip: 'the Stream ended before the new connection was tried' };
+    return null;
+  });
+}
+
 (async () => {
   await suite('h2c', env.H2C, env.H2C_SMALL);
   await suite('mtls', env.TLS, env.TLS_SMALL);
   await reloadSuite();
+  await drainSuite();
   process.exit(failed ? 1 : 0);
 })().catch((e) => {
   console.log(`FAIL grpc-js: ${e && e.message}`);

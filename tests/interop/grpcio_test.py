@@ -142,6 +142,13 @@ def suite(kind, target, small_target):
         expect(rep.peer_identity == want_peer, f"peer_identity {rep.peer_identity!r}, want {want_peer!r}")
     check(p("echo"), echo)
 
+    def echo_large():
+        # bigger than any HTTP/2 window: both sides' flow control must move it
+        payload = bytes(i & 0xFF for i in range(3 << 20))
+        rep = s.echo(echo_req(payload=payload), timeout=CALL_TIMEOUT)
+        expect(rep.payload == payload, f"payload differs ({len(rep.payload)} bytes back)")
+    check(p("echo-3MiB"), echo_large)
+
     def echo_concurrent():
         futs = [s.echo.future(echo_req(message=f"m{i}", delay_ms=0 if i % 3 else 20),
                               timeout=CALL_TIMEOUT) for i in range(100)]
