@@ -158,7 +158,7 @@ static void record_metrics(struct al_grpc_call *c)
     struct al_grpc_server *s = c->gc ? c->gc->srv : NULL;
     if (!s)
         return;
-    double dur = ev_now(s->loop) - c->start;
+    double dur = ev_time() - c->start;
     AL_LOG_DEBUG("grpc.call", "conn=%llu stream=%d peer=%s method=%s status=%s dur_ms=%.3f",
                  (unsigned long long)al_h2conn_id(c->gc->h2), c->stream_id,
                  al_h2conn_peer_id(c->gc->h2)[0] ? al_h2conn_peer_id(c->gc->h2) : "-",
@@ -669,7 +669,7 @@ static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *u
     al_arena_init(&c->arena, gc->srv->o.max_message_bytes * 4 + 64 * 1024);
     c->gc = gc;
     c->stream_id = f->hd.stream_id;
-    c->start = ev_now(gc->srv->loop);
+    c->start = ev_time(); /* not ev_now: calls inside one loop turn must not read 0 */
     c->path = "";
     ev_timer_init(&c->deadline_timer, deadline_cb, 0., 0.);
     c->deadline_timer.data = c;

@@ -106,12 +106,15 @@ static int ca_usable(const char *pki, const char **why)
     int rc;
 
     *why = "ca.crt unreadable";
-    snprintf(p, sizeof p, "%s/ca.crt", pki);
+    if (snprintf(p, sizeof p, "%s/ca.crt", pki) >= (int)sizeof p)
+        return AL_ERR_TOOBIG;
     rc = al_pki_load_cert(p, &ca);
     if (rc == 0) {
         *why = "ca.key missing or unreadable";
-        snprintf(p, sizeof p, "%s/ca.key", pki);
-        rc = al_pki_load_private_key(p, &key);
+        if (snprintf(p, sizeof p, "%s/ca.key", pki) >= (int)sizeof p)
+            rc = AL_ERR_TOOBIG;
+        else
+            rc = al_pki_load_private_key(p, &key);
     }
     if (rc == 0 && X509_check_private_key(ca, key) != 1) {
         *why = "ca.key does not match ca.crt";

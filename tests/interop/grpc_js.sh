@@ -41,6 +41,13 @@ srv_start h2c airlock-testsvc --insecure=true "${COMMON[@]}" &&
   srv_start drain airlock-testsvc --insecure=true --grpc.drain_timeout=60s ||
   { t_fail start "a server did not start"; exit 1; }
 
+V6=""
+if [[ -e /proc/net/if_inet6 ]] && grep -q '^0\{31\}1 ' /proc/net/if_inet6; then
+  srv_start v6 airlock-testsvc "${TLS_ARGS[@]}" "${COMMON[@]}" --listen='[::1]:0' ||
+    { t_fail start "the IPv6 server did not start"; exit 1; }
+  V6="[::1]:$v6_PORT"
+fi
+
 # Re-issues the TLS server's certificate (new key, new serial) and asks it to reload.
 RELOAD_CMD="CERTS_TOOL=$(printf %q "$CERTS_TOOL") BIN=$(printf %q "$BIN") bash -c $(printf %q \
   "source $(printf %q "$ROOT/tests/lib/certs.sh") && certs_reissue $(printf %q "$T_DIR") test testsvc && kill -HUP $tls_PID")"
@@ -49,7 +56,7 @@ echo "certificates made with $CERTS_TOOL; node $(node --version)"
 PROTO_DIR=$ROOT/proto PKI=$PKI RELOAD_CMD=$RELOAD_CMD \
   H2C=127.0.0.1:$h2c_PORT H2C_SMALL=127.0.0.1:$h2c_small_PORT \
   TLS=127.0.0.1:$tls_PORT TLS_SMALL=127.0.0.1:$tls_small_PORT \
-  DRAIN=127.0.0.1:$drain_PORT DRAIN_PID=$drain_PID \
+  DRAIN=127.0.0.1:$drain_PORT DRAIN_PID=$drain_PID V6=$V6 \
   node --no-deprecation "$HERE/grpc_js_test.js"
 rc=$?
 ((rc != 0)) && echo "grpc_js_test.js exited with status $rc"
@@ -84,7 +91,9 @@ drain_exit() { # runs in this shell: only it can wait for the server
   fi
 }
 drain_exit
-for s in h2c h2c_small tls tls_small; do
+servers=(h2c h2c_small tls tls_small)
+[[ -n $V6 ]] && servers+=(v6)
+for s in "${servers[@]}"; do
   srv_check "$s"
   srv_idle_check "$s"
   srv_stop_check "$s"

@@ -7,6 +7,7 @@
 //   PKI                   directory with ca.crt, client-client.{crt,key}, test-testsvc.crt
 //   RELOAD_CMD            shell command that re-issues the TLS server's certificate
 //                         and sends it SIGHUP (certificate reload check)
+//   V6                    [::1]:port of an mTLS server on IPv6 loopback (empty: none)
 //   DRAIN, DRAIN_PID      host:port and pid of an h2c server this script stops with
 //                         SIGTERM (drain check; grpc_js.sh checks its exit)
 // Prints one line per check: PASS name / FAIL name: reason / SKIP name: reason.
@@ -453,6 +454,27 @@ async function reloadSuite() {
   });
 }
 
+async function ipv6Suite() {
+  await check('mtls-ipv6', async () => {
+    if (!env.V6) return { skip: 'no IPv6 loopback (::1) on this machine' };
+    // the server certificate names IP ::1
+    const c = clients(env.V6, 'tls');
+    const { rep } = await unaryOk(c.test, 'Echo', { message: 'v6' });
+    c.close();
+    expect(rep.peer_identity === 'spiffe://airlock/client/client', `peer_identity ${rep.peer_identity}`);
+    return null;
+  });
+  await check('mtls-dns-name', async () => {
+    // verified as "localhost" (the certificate's DNS name) instead of the IP
+    const c = clients(env.TLS, 'tls', {
+      'grpc.ssl_target_name_override': 'localhost', 'grpc.default_authority': 'localhost',
+    });
+    const { rep } = await unaryOk(c.test, 'Echo', { message: 'dns' });
+    c.close();
+    expect(rep.peer_identity === 'spiffe://airlock/client/client', `peer_identity ${rep.peer_identity}`);
+  });
+}
+
 async function drainSuite() {
   await check('h2c-drain', async () => {
     const c = clients(env.DRAIN, 'h2c');
@@ -490,6 +512,7 @@ async function drainSuite() {
   await suite('h2c', env.H2C, env.H2C_SMALL);
   await suite('mtls', env.TLS, env.TLS_SMALL);
   await reloadSuite();
+  await ipv6Suite();
   await drainSuite();
   process.exit(failed ? 1 : 0);
 })().catch((e) => {

@@ -1,0 +1,101 @@
+/*
+ * svc: the running credstore: its state, the calls waiting for the audit
+ * group commit, and error replies shared by the admin and resolver APIs.
+ *
+ * Every request is audited before it is answered. Admin changes carry their
+ * record inside their own store transaction; everything else (Resolve,
+ * reads, refusals) queues a record and parks its call as a waiter. Once per
+ * loop iteration (an ev_prepare watcher, i.e. after every event of that
+ * iteration) cs_svc_commit() writes all queued records in one transaction
+ * and then answers every waiter; if the write fails, every waiter is denied
+ * (fail closed) and released values are wiped unsent.
+ *
+ * Lifecycle: main.c fills struct cs_svc, calls cs_svc_start(), runs the loop,
+ * then cs_svc_stop().
+ */
+#ifndef CS_SVC_H
+#define CS_SVC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "airlock/v1/common.pb-c.h"
+#include "airlock/v1/credstore.pb-c.h"
+#include "al_grpc.h"
+#include "al_service.h"
+#include "audit.h"
+#include "csconfig.h"
+#include "policy.h"
+#include "store.h"
+
+struct al_grant_keyring;
+struct al_metric;
+
+struct cs_waiter {
+    struct al_grpc_call *call;
+    struct cs_waiter *next;
+    /* on success: the reply (in the call's arena) or an error decided early */
+    const ProtobufCMessage *reply;
+    int status;
+    Airlock__V1__ErrorReason reason;
+    char message[160];
+    /* a released value to wipe once sent (or on failure) */
+    uint8_t *secret;
+    size_t secret_cap;
+    int64_t *audit_seq_out; /* reply field to fill with the record's seq */
+    size_t audit_index;
+};
+
+struct cs_svc {
+    struct al_service svc;
+    struct cs_config cfg;
+    struct cs_master *master;
+    struct cs_master **previous;
+    size_t n_previous;
+    struct cs_store *store;
+    struct cs_audit *audit;
+    struct al_grant_keyring *keyring;
+    struct cs_issuer_scope *scopes;
+    char self_id[256];
+    ev_prepare commit_w;
+    ev_timer sweep_w;
+    struct cs_waiter *waiting, **waiting_tail;
+    struct al_metric *m_resolve_allow, *m_resolve_deny, *m_audit_seq, *m_commit_fail,
+        *m_commit_batch, *m_admin_denied;
+};
+
+/* Registers both gRPC services and the commit/sweep watchers. Returns 0 or < 0. */
+int cs_svc_start(struct cs_svc *cs);
+void cs_svc_stop(struct cs_svc *cs);
+
+/* Ends a call with status, an airlock-error-bin ErrorDetail trailer and message. */
+void cs_finish_error(struct al_grpc_call *call, int status, Airlock__V1__ErrorReason reason,
+                     const char *field, const char *message);
+
+/*
+ * Queues rec for the next group commit and parks the call until then. On a
+ * successful commit the call is answered with `reply` (or with the error in
+ * w->status when not OK); on failure it is denied. Takes w (allocated by the
+ * caller in the call's arena). Returns 0, or < 0 when the record cannot be
+ * queued (the call has then been answered with AUDIT_UNAVAILABLE).
+ */
+int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w,
+                       const Airlock__V1__AuditRecord *rec);
+
+/* Writes queued records and answers waiters (the ev_prepare hook; public for tests). */
+void cs_svc_commit(struct cs_svc *cs);
+
+/* Role of a SPIFFE id ("admin", "executor", ...) into buf, "" if none. */
+void cs_role_of(const char *spiffe_id, char *buf, size_t n);
+
+/* Unix time in ms. */
+int64_t cs_now_ms(void);
+
+/* The services' handler tables (admin.c, resolver.c). */
+int cs_admin_register(struct cs_svc *cs);
+int cs_resolver_register(struct cs_svc *cs);
+
+#endif
