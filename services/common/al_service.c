@@ -255,6 +255,8 @@ int al_service_run(struct al_service *svc)
 
 void al_service_cleanup(struct al_service *svc)
 {
+    if (!svc->loop)
+        return; /* al_service_init() never ran */
     ev_signal_stop(svc->loop, &svc->sig_term);
     ev_signal_stop(svc->loop, &svc->sig_int);
     ev_signal_stop(svc->loop, &svc->sig_hup);

@@ -1228,6 +1228,9 @@ int cs_audit_verify(struct cs_audit *a, int64_t from, int64_t to,
     /* head problems count when the range reaches the head, after any record problem */
     if (rc == 0 && hrc == 1 && to == head_seq)
         bad(res, badseq, "%s", problem);
+    if (rc == 0 && !res->intact)
+        AL_LOG_ERROR("credstore.audit_verify", "first_bad_seq=%" PRId64 " problem=\"%s\"",
+                     res->first_bad_seq, res->problem);
 out:
     exec(a->db, "COMMIT");
     return rc;

@@ -1704,7 +1704,7 @@ static int schema_init(struct cs_store *s, int create)
         if (rc == 0)
             rc = meta_set_master(s, s->keys.primary);
         if (rc == 0)
-            AL_LOG_INFO("credstore.open", "problem=\"new database\" key_id=%s",
+            AL_LOG_INFO("credstore.open", "note=\"created a new database\" key_id=%s",
                         cs_master_key_id(s->keys.primary));
     } else if (rc == 0 && (len != 1 || memcmp(v, version, 1) != 0)) {
         AL_LOG_ERROR("credstore.open", "problem=\"unsupported schema version %.16s\"",

@@ -50,15 +50,15 @@ static void wipe(struct cs_waiter *w)
     }
 }
 
-int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w,
-                       const Airlock__V1__AuditRecord *rec)
+int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w, const Airlock__V1__AuditRecord *rec)
 {
     int rc = cs_audit_append(cs->audit, rec, &w->audit_index);
     if (rc < 0) {
         AL_LOG_ERROR("credstore.audit", "result=append_failed reason=\"%s\"", al_strerror(rc));
         wipe(w);
-        cs_finish_error(w->call, AL_GRPC_UNAVAILABLE, AIRLOCK__V1__ERROR_REASON__ERROR_REASON_AUDIT_UNAVAILABLE,
-                        NULL, "the audit log cannot record this request; denied");
+        cs_finish_error(w->call, AL_GRPC_UNAVAILABLE,
+                        AIRLOCK__V1__ERROR_REASON__ERROR_REASON_AUDIT_UNAVAILABLE, NULL,
+                        "the audit log cannot record this request; denied");
         return rc;
     }
     w->next = NULL;
@@ -75,6 +75,8 @@ static void answer(struct cs_waiter *w, int64_t first_seq)
     }
     if (w->audit_seq_out)
         *w->audit_seq_out = first_seq + (int64_t)w->audit_index;
+    if (w->audit_last_out)
+        *w->audit_last_out = first_seq + (int64_t)(w->audit_index + w->audit_count) - 1;
     al_grpc_call_reply(w->call, w->reply);
 }
 
@@ -91,8 +93,9 @@ void cs_svc_commit(struct cs_svc *cs)
     cs->waiting_tail = &cs->waiting;
     int rc = cs_audit_commit(cs->audit, &first);
     /* committed records with only the head file stale are still durable */
-    int durable = rc == 0 || (rc < 0 && rc > -4096 && first > 0 && cs_audit_pending(cs->audit) == 0 &&
-                              cs_audit_head(cs->audit, &head, hash) == 0 && head >= first);
+    int durable =
+        rc == 0 || (rc < 0 && rc > -4096 && first > 0 && cs_audit_pending(cs->audit) == 0 &&
+                    cs_audit_head(cs->audit, &head, hash) == 0 && head >= first);
     if (rc < 0) {
         al_metric_add(cs->m_commit_fail, 1);
         AL_LOG_ERROR("credstore.audit", "result=commit_failed reason=\"%s\" durable=%d",
@@ -150,12 +153,12 @@ int cs_svc_start(struct cs_svc *cs)
                                             "Resolve calls by decision", "decision=\"deny\"");
     cs->m_audit_seq = al_metrics_gauge(m, "airlock_credstore_audit_head_seq",
                                        "Sequence number of the audit chain head", NULL);
-    cs->m_commit_fail = al_metrics_counter(m, "airlock_credstore_audit_commit_failures_total",
-                                           "Audit group commits that failed (requests denied)",
-                                           NULL);
-    cs->m_commit_batch = al_metrics_histogram(m, "airlock_credstore_audit_commit_records",
-                                              "Records per audit group commit", NULL,
-                                              commit_buckets, 10);
+    cs->m_commit_fail =
+        al_metrics_counter(m, "airlock_credstore_audit_commit_failures_total",
+                           "Audit group commits that failed (requests denied)", NULL);
+    cs->m_commit_batch =
+        al_metrics_histogram(m, "airlock_credstore_audit_commit_records",
+                             "Records per audit group commit", NULL, commit_buckets, 10);
     cs->m_admin_denied = al_metrics_counter(m, "airlock_credstore_admin_denied_total",
                                             "Admin calls refused for the caller's identity", NULL);
     int64_t head = 0;
@@ -178,6 +181,8 @@ int cs_svc_start(struct cs_svc *cs)
 
 void cs_svc_stop(struct cs_svc *cs)
 {
+    if (!cs->audit || !cs->svc.loop || !cs->waiting_tail)
+        return;
     cs_svc_commit(cs);
     ev_prepare_stop(cs->svc.loop, &cs->commit_w);
     ev_timer_stop(cs->svc.loop, &cs->sweep_w);

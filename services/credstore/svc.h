@@ -45,8 +45,9 @@ struct cs_waiter {
     /* a released value to wipe once sent (or on failure) */
     uint8_t *secret;
     size_t secret_cap;
-    int64_t *audit_seq_out; /* reply field to fill with the record's seq */
-    size_t audit_index;
+    int64_t *audit_seq_out;  /* reply field to fill with the (first) record's seq */
+    int64_t *audit_last_out; /* and with the last one, for batches */
+    size_t audit_index, audit_count;
 };
 
 struct cs_svc {
@@ -82,8 +83,7 @@ void cs_finish_error(struct al_grpc_call *call, int status, Airlock__V1__ErrorRe
  * caller in the call's arena). Returns 0, or < 0 when the record cannot be
  * queued (the call has then been answered with AUDIT_UNAVAILABLE).
  */
-int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w,
-                       const Airlock__V1__AuditRecord *rec);
+int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w, const Airlock__V1__AuditRecord *rec);
 
 /* Writes queued records and answers waiters (the ev_prepare hook; public for tests). */
 void cs_svc_commit(struct cs_svc *cs);

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154 # srv_start sets NAME_PID, NAME_PORT, NAME_OPS, NAME_ERR
 # Bad input: hand-built HTTP/2 and TLS misbehaviour against airlock-testsvc
 # (raw_h2.py, Python standard library only). Every case must get the answer a
 # correct gRPC server gives, or the connection closed, and after every case a

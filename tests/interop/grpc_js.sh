@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154 # srv_start sets NAME_PID, NAME_PORT, NAME_OPS, NAME_ERR
 # Interop: grpc-js (Node.js) against airlock-testsvc over h2c and mTLS.
 # Starts its own servers on free loopback ports; binaries from $BIN
 # (default build/bin). Needs `npm ci` in tests/interop (tests/run.sh does it).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Development certificates for tests (source this file; bash).
 #
 #   certs_init HOME            HOME/pki/ca.{crt,key} and the identities
@@ -24,9 +25,9 @@ _certs_ctl() {
   echo "$ctl"
 }
 
-# _certs_openssl_leaf PKI ROLE NAME SERVER(0|1) CA_BASE OUT_BASE
+# _certs_openssl_leaf ROLE NAME SERVER(0|1) CA_BASE OUT_BASE
 _certs_openssl_leaf() {
-  local pki=$1 role=$2 name=$3 server=$4 ca=$5 out=$6 ext san eku
+  local role=$1 name=$2 server=$3 ca=$4 out=$5 ext san eku
   ext=$(mktemp)
   san="URI:spiffe://airlock/$role/$name"
   eku="clientAuth"
@@ -86,9 +87,9 @@ certs_init() {
     cat "$home/certs.log" >&2
   fi
   _certs_openssl_ca "$home/pki/ca" "Airlock Dev CA" || return 1
-  _certs_openssl_leaf "$home/pki" test testsvc 1 "$home/pki/ca" "$home/pki/test-testsvc" &&
-    _certs_openssl_leaf "$home/pki" client client 0 "$home/pki/ca" "$home/pki/client-client" &&
-    _certs_openssl_leaf "$home/pki" admin admin 0 "$home/pki/ca" "$home/pki/admin-admin" ||
+  _certs_openssl_leaf test testsvc 1 "$home/pki/ca" "$home/pki/test-testsvc" &&
+    _certs_openssl_leaf client client 0 "$home/pki/ca" "$home/pki/client-client" &&
+    _certs_openssl_leaf admin admin 0 "$home/pki/ca" "$home/pki/admin-admin" ||
     return 1
   CERTS_TOOL=openssl
 }
@@ -101,14 +102,14 @@ certs_reissue() {
       return 0
     echo "certs: airlockctl certs issue failed, using openssl" >&2
   fi
-  _certs_openssl_leaf "$home/pki" "$role" "$name" "$server" "$home/pki/ca" "$home/pki/$role-$name"
+  _certs_openssl_leaf "$role" "$name" "$server" "$home/pki/ca" "$home/pki/$role-$name"
 }
 
 certs_foreign() {
   local home=$1
   mkdir -p "$home/foreign" || return 1
   _certs_openssl_ca "$home/foreign/ca" "Airlock Dev CA" &&
-    _certs_openssl_leaf "$home/foreign" client client 0 "$home/foreign/ca" "$home/foreign/client"
+    _certs_openssl_leaf client client 0 "$home/foreign/ca" "$home/foreign/client"
 }
 
 # certs_serial FILE: the certificate's serial, upper-case hex without colons.

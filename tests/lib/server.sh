@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Starting and checking Airlock servers in integration and interop tests
 # (source this file; bash). Results are printed as PASS/FAIL/SKIP lines.
 #
@@ -27,7 +28,8 @@ SRV_VARS=()
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 if [[ -z ${LSAN_OPTIONS:-} ]]; then
-  export LSAN_OPTIONS=suppressions=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lsan.supp
+  LSAN_OPTIONS=suppressions=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lsan.supp
+  export LSAN_OPTIONS
 fi
 # Generous: sanitized builds are slow and CI machines are busy.
 SRV_START_TIMEOUT=${SRV_START_TIMEOUT:-60}
