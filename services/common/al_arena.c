@@ -30,6 +30,7 @@ void al_arena_init(struct al_arena *a, size_t cap)
     a->head = NULL;
     a->used = 0;
     a->cap = cap;
+    a->wipe = 0;
     a->pb.alloc = pb_alloc;
     a->pb.free = pb_free;
     a->pb.allocator_data = a;
@@ -77,6 +78,11 @@ char *al_arena_strndup(struct al_arena *a, const char *s, size_t n)
     return p;
 }
 
+void al_arena_set_wipe(struct al_arena *a)
+{
+    a->wipe = 1;
+}
+
 ProtobufCAllocator *al_arena_pb(struct al_arena *a)
 {
     return &a->pb;
@@ -89,6 +95,8 @@ void al_arena_cleanup(struct al_arena *a)
     struct al_arena_chunk *c = a->head;
     while (c) {
         struct al_arena_chunk *next = c->next;
+        if (a->wipe)
+            explicit_bzero(c->data, c->size);
         free(c);
         c = next;
     }

@@ -21,6 +21,7 @@ struct al_arena {
     struct al_arena_chunk *head;
     size_t used;           /* bytes handed out, for the cap */
     size_t cap;            /* hard cap on bytes handed out; 0 = unlimited */
+    int wipe;              /* zero every chunk before freeing it (secrets inside) */
     ProtobufCAllocator pb; /* allocator view for protobuf_c_message_unpack */
 };
 
@@ -37,6 +38,9 @@ char *al_arena_strndup(struct al_arena *a, const char *s, size_t n);
 /* Returns the protobuf-c allocator that allocates from this arena (borrowed;
  * valid while the arena lives). Messages unpacked with it need no free. */
 ProtobufCAllocator *al_arena_pb(struct al_arena *a);
+
+/* From now on, al_arena_cleanup() zeroes every chunk before freeing it. */
+void al_arena_set_wipe(struct al_arena *a);
 
 /* Frees every chunk; the arena is empty and reusable afterwards. NULL-safe. */
 void al_arena_cleanup(struct al_arena *a);

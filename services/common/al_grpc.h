@@ -76,6 +76,8 @@ typedef void (*al_grpc_writable_cb)(struct al_grpc_call *call, void *user);
 struct al_grpc_method_impl {
     const char *name;      /* method name as in the .proto, e.g. "Submit" */
     al_grpc_handler_cb cb; /* NULL = UNIMPLEMENTED */
+    int sensitive;         /* requests or responses carry secrets: see
+                              al_grpc_call_set_sensitive(); set before any byte arrives */
 };
 
 struct al_grpc_server_opts {
@@ -137,6 +139,11 @@ void *al_grpc_call_user(const struct al_grpc_call *c);
 /* Connection id and stream id, for logs. */
 uint64_t al_grpc_call_conn_id(const struct al_grpc_call *c);
 int32_t al_grpc_call_stream_id(const struct al_grpc_call *c);
+
+/* Marks the call as carrying secrets (a credential value in the request or
+ * the response): its buffers and arena are zeroed as they are consumed and
+ * freed. Call it first thing in the handler. */
+void al_grpc_call_set_sensitive(struct al_grpc_call *c);
 
 void al_grpc_call_on_cancel(struct al_grpc_call *c, al_grpc_cancel_cb cb, void *user);
 

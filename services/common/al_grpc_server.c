@@ -44,6 +44,7 @@ struct method {
     const ProtobufCMethodDescriptor *md;
     al_grpc_handler_cb cb;
     void *user;
+    int sensitive;
     int server_streaming;
     struct al_metric *ok_count, *latency;
 };
@@ -82,6 +83,7 @@ struct al_grpc_call {
     int cancelled;
     int dispatched;
     int in_api;    /* inside a call_* entry point: do not free yet */
+    int sensitive; /* wipe buffers: they may hold a credential value */
     int req_ended; /* the client half-closed its side */
     int status;
     char *message;
@@ -124,10 +126,41 @@ struct al_grpc_server {
 
 /* ---------- call lifetime ---------- */
 
+/* Grows *buf to cap bytes keeping used ones; a sensitive old block is wiped
+ * before it is freed (so no realloc). Returns 0 or AL_ERR_NOMEM. */
+static int grow(uint8_t **buf, size_t *bufcap, size_t cap, size_t used, int wipe)
+{
+    if (!wipe) {
+        uint8_t *p = realloc(*buf, cap);
+        if (!p)
+            return AL_ERR_NOMEM;
+        *buf = p;
+        *bufcap = cap;
+        return 0;
+    }
+    uint8_t *p = malloc(cap);
+    if (!p)
+        return AL_ERR_NOMEM;
+    if (*buf) {
+        memcpy(p, *buf, used);
+        explicit_bzero(*buf, *bufcap);
+        free(*buf);
+    }
+    *buf = p;
+    *bufcap = cap;
+    return 0;
+}
+
 static void call_maybe_free(struct al_grpc_call *c)
 {
     if (!c->stream_closed || !c->handler_done || c->in_api)
         return;
+    if (c->sensitive) {
+        if (c->in)
+            explicit_bzero(c->in, c->in_cap);
+        if (c->out)
+            explicit_bzero(c->out, c->out_cap);
+    }
     free(c->in);
     free(c->out);
     for (size_t i = 0; i < c->n_md_hdr; i++)
@@ -246,17 +279,9 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
     (void)user_data;
 
     if (avail) {
-        size_t n = avail < length ? avail : length;
-        memcpy(buf, c->out + c->out_off, n);
-        c->out_off += n;
-        if (c->out_off == c->out_len)
-            c->out_off = c->out_len = 0;
-        if (c->writable_cb && c->out_len - c->out_off <= c->writable_low && !c->finished) {
-            al_grpc_writable_cb cb = c->writable_cb;
-            c->writable_cb = NULL;
-            cb(c, c->writable_user);
-        }
-        return (ssize_t)n;
+        /* no copy into nghttp2's buffers: send_data_cb appends our bytes */
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+        return (ssize_t)(avail < length ? avail : length);
     }
     if (!c->finished) {
         c->deferred = 1;
@@ -270,6 +295,33 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
     *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
     if (nghttp2_submit_trailer(session, stream_id, nv, n) != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+}
+
+/* Writes one DATA frame (header from nghttp2, payload from the call's
+ * output queue) to the connection, then wipes what a sensitive call sent. */
+static int send_data_cb(nghttp2_session *ss, nghttp2_frame *frame, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *source, void *user_data)
+{
+    struct al_grpc_call *c = source->ptr;
+    struct gconn *gc = user_data;
+    (void)ss;
+
+    if (frame->data.padlen > 0 || length > c->out_len - c->out_off)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (al_h2conn_append(gc->h2, framehd, 9) < 0 ||
+        al_h2conn_append(gc->h2, c->out + c->out_off, length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (c->sensitive)
+        explicit_bzero(c->out + c->out_off, length);
+    c->out_off += length;
+    if (c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    if (c->writable_cb && c->out_len - c->out_off <= c->writable_low && !c->finished) {
+        al_grpc_writable_cb cb = c->writable_cb;
+        c->writable_cb = NULL;
+        cb(c, c->writable_user);
+    }
     return 0;
 }
 
@@ -359,6 +411,8 @@ int al_grpc_call_send(struct al_grpc_call *c, const ProtobufCMessage *msg)
     if (need > c->out_cap) {
         if (c->out_off) {
             memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+            if (c->sensitive)
+                explicit_bzero(c->out + c->out_len - c->out_off, c->out_off);
             c->out_len -= c->out_off;
             c->out_off = 0;
             need = c->out_len + 5 + len;
@@ -367,11 +421,8 @@ int al_grpc_call_send(struct al_grpc_call *c, const ProtobufCMessage *msg)
             size_t cap = c->out_cap ? c->out_cap : 256;
             while (cap < need)
                 cap *= 2;
-            uint8_t *p = realloc(c->out, cap);
-            if (!p)
+            if (grow(&c->out, &c->out_cap, cap, c->out_len, c->sensitive) < 0)
                 return AL_ERR_NOMEM;
-            c->out = p;
-            c->out_cap = cap;
         }
     }
     uint8_t *p = c->out + c->out_len;
@@ -492,7 +543,21 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
                  (unsigned long long)al_grpc_call_conn_id(c), c->stream_id, c->path);
     c->in_api++;
     c->cancelled = 1;
-    call_fail(c, AL_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    if (c->headers_sent && c->gc && c->out_len > c->out_off) {
+        /* a response is under way and may sit behind flow control, where
+         * trailers would wait as long as the client does not read: reset the
+         * stream instead (as gRPC servers do) and drop what is queued */
+        c->finished = 1;
+        c->status = AL_GRPC_DEADLINE_EXCEEDED;
+        if (c->sensitive && c->out)
+            explicit_bzero(c->out, c->out_cap);
+        c->out_off = c->out_len = 0;
+        nghttp2_submit_rst_stream(al_h2conn_session(c->gc->h2), NGHTTP2_FLAG_NONE, c->stream_id,
+                                  NGHTTP2_CANCEL);
+        al_h2conn_flush(c->gc->h2);
+    } else {
+        call_fail(c, AL_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    }
     /* the trailers end the stream; the handler learns through its cancel cb */
     if (!c->handler_done && c->dispatched && c->cancel_cb) {
         al_grpc_cancel_cb cb = c->cancel_cb;
@@ -544,6 +609,8 @@ static void on_request_headers(struct al_grpc_call *c)
     h = find_header(c, ":path");
     c->path = h ? h->value : "";
     c->m = find_method(s, c->path);
+    if (c->m && c->m->sensitive)
+        al_grpc_call_set_sensitive(c);
     h = find_header(c, "grpc-timeout");
     if (h) {
         double secs;
@@ -643,11 +710,8 @@ static int append_input(struct al_grpc_call *c, const uint8_t *d, size_t n)
             want = cap + 16 * 1024;
         if (want < c->in_len + n)
             return AL_ERR_TOOBIG;
-        uint8_t *p = realloc(c->in, want);
-        if (!p)
+        if (grow(&c->in, &c->in_cap, want, c->in_len, c->sensitive) < 0)
             return AL_ERR_NOMEM;
-        c->in = p;
-        c->in_cap = want;
     }
     memcpy(c->in + c->in_len, d, n);
     c->in_len += n;
@@ -927,6 +991,7 @@ int al_grpc_server_new(struct ev_loop *loop, const struct al_grpc_server_opts *o
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(s->cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(s->cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(s->cbs, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(s->cbs, send_data_cb);
     if (s->o.metrics) {
         s->m_conns = al_metrics_gauge(s->o.metrics, "airlock_grpc_connections",
                                       "Open gRPC connections", NULL);
@@ -959,6 +1024,7 @@ int al_grpc_server_add_service(struct al_grpc_server *s, const ProtobufCServiceD
             return AL_ERR_NOMEM;
         m->md = md;
         m->cb = impls[i].cb;
+        m->sensitive = impls[i].sensitive;
         m->user = user;
         if (s->o.metrics) {
             char labels[512];
@@ -1138,6 +1204,12 @@ uint64_t al_grpc_call_conn_id(const struct al_grpc_call *c)
 int32_t al_grpc_call_stream_id(const struct al_grpc_call *c)
 {
     return c->stream_id;
+}
+
+void al_grpc_call_set_sensitive(struct al_grpc_call *c)
+{
+    c->sensitive = 1;
+    al_arena_set_wipe(&c->arena);
 }
 
 void al_grpc_call_on_cancel(struct al_grpc_call *c, al_grpc_cancel_cb cb, void *user)

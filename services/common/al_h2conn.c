@@ -88,6 +88,8 @@ static void conn_destroy(struct al_h2conn *c)
     }
     if (c->fd >= 0)
         close(c->fd);
+    if (c->out)
+        explicit_bzero(c->out, c->out_cap);
     free(c->out);
     free(c);
 }
@@ -293,17 +295,25 @@ static int out_append(struct al_h2conn *c, const uint8_t *d, size_t n)
         c->out_off = c->out_len = 0;
     if (c->out_len + n > c->out_cap) {
         if (c->out_off) {
-            memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-            c->out_len -= c->out_off;
+            size_t keep = c->out_len - c->out_off;
+            memmove(c->out, c->out + c->out_off, keep);
+            explicit_bzero(c->out + keep, c->out_len - keep); /* no stale copies */
+            c->out_len = keep;
             c->out_off = 0;
         }
         if (c->out_len + n > c->out_cap) {
             size_t cap = c->out_cap ? c->out_cap : 16384;
             while (cap < c->out_len + n)
                 cap *= 2;
-            uint8_t *p = realloc(c->out, cap);
+            /* not realloc: the old block is wiped before it is freed */
+            uint8_t *p = malloc(cap);
             if (!p)
                 return AL_ERR_NOMEM;
+            if (c->out) {
+                memcpy(p, c->out, c->out_len);
+                explicit_bzero(c->out, c->out_cap);
+                free(c->out);
+            }
             c->out = p;
             c->out_cap = cap;
         }
@@ -358,6 +368,8 @@ static void send_loop(struct al_h2conn *c)
             al_h2conn_close(c, (int)w);
             return;
         }
+        /* frames are plaintext until TLS encrypts them: wipe what went out */
+        explicit_bzero(c->out + c->out_off, (size_t)w);
         c->out_off += (size_t)w;
     }
     set_events(c, EV_READ);
@@ -379,6 +391,7 @@ static void conn_recv(struct al_h2conn *c)
         c->in_recv = 1;
         ssize_t rv = nghttp2_session_mem_recv(c->ngh, buf, (size_t)r);
         c->in_recv = 0;
+        explicit_bzero(buf, (size_t)r); /* request bodies may carry secrets */
         if (rv < 0) {
             AL_LOG_INFO("conn.h2", "conn=%llu peer=%s reason=\"%s\"", (unsigned long long)c->id,
                         c->peer_addr, nghttp2_strerror((int)rv));
@@ -585,6 +598,11 @@ int al_h2conn_connect(struct ev_loop *loop, const struct sockaddr *sa, socklen_t
     ev_timer_start(loop, &c->timer);
     *out = c;
     return 0;
+}
+
+int al_h2conn_append(struct al_h2conn *c, const uint8_t *d, size_t n)
+{
+    return out_append(c, d, n);
 }
 
 nghttp2_session *al_h2conn_session(struct al_h2conn *c)

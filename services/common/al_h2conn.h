@@ -72,6 +72,11 @@ nghttp2_session *al_h2conn_session(struct al_h2conn *c);
  * receive it only marks the connection, and the send happens after. */
 void al_h2conn_flush(struct al_h2conn *c);
 
+/* Appends raw bytes to the output, for nghttp2 send_data callbacks (which
+ * hand over a frame header and payload to write in order). Returns 0 or
+ * AL_ERR_NOMEM. */
+int al_h2conn_append(struct al_h2conn *c, const uint8_t *d, size_t n);
+
 /* Graceful close: GOAWAY with the last processed stream, close once every
  * open stream has ended. */
 void al_h2conn_shutdown(struct al_h2conn *c);

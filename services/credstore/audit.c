@@ -729,6 +729,20 @@ static void set_broken(struct cs_audit *a, const char *problem, int64_t bad)
                  problem);
 }
 
+static int lock(struct cs_audit *a, int how)
+{
+    while (flock(a->lock_fd, how) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    return 0;
+}
+
+static void unlock(struct cs_audit *a)
+{
+    (void)flock(a->lock_fd, LOCK_UN);
+}
+
 /* Open-time check, with the repair of a missing or lagging head file. */
 static int check_at_open(struct cs_audit *a)
 {
@@ -737,13 +751,19 @@ static int check_at_open(struct cs_audit *a)
     int64_t bad = 0;
     int lagging = 0, rc;
 
-    rc = exec(a->db, "BEGIN");
+    /* exclusive: a writer in another process must not move the head meanwhile */
+    rc = lock(a, LOCK_EX);
     if (rc < 0)
         return rc;
-    rc = db_head(a, &h, problem, &bad);
-    if (rc == 0)
-        rc = file_head(a, &h, &lagging, problem, &bad);
-    exec(a->db, "COMMIT");
+    rc = exec(a->db, "BEGIN");
+    if (rc == 0) {
+        rc = db_head(a, &h, problem, &bad);
+        if (rc == 0)
+            rc = file_head(a, &h, &lagging, problem, &bad);
+        exec(a->db, "COMMIT");
+    }
+    if (rc != 0 || !lagging)
+        unlock(a);
     if (rc < 0)
         return rc;
     if (rc == 1) {
@@ -757,6 +777,7 @@ static int check_at_open(struct cs_audit *a)
                     "behind the database; rewriting it\"",
                     h.seq);
         rc = cs_audit_write_head_file(a->head_path, &h);
+        unlock(a);
         if (rc < 0) {
             a->head_file_stale = 1;
             AL_LOG_ERROR("credstore.audit_head", "path=%s errno=%d problem=\"cannot write\"",
@@ -864,20 +885,6 @@ int cs_audit_head(const struct cs_audit *a, int64_t *seq, uint8_t hash[CS_HASH_L
 }
 
 /* ---- writing ---- */
-
-static int lock(struct cs_audit *a, int how)
-{
-    while (flock(a->lock_fd, how) < 0) {
-        if (errno != EINTR)
-            return -errno;
-    }
-    return 0;
-}
-
-static void unlock(struct cs_audit *a)
-{
-    (void)flock(a->lock_fd, LOCK_UN);
-}
 
 int cs_audit_begin(struct cs_audit *a)
 {
@@ -1064,11 +1071,9 @@ int cs_audit_commit(struct cs_audit *a, int64_t *first_seq)
             rc = erc;
     }
     drop_queue(a);
-    if (rc == 0)
-        rc = head_rc;
     if (rc == 0 && first_seq)
-        *first_seq = first;
-    return rc;
+        *first_seq = first; /* committed, even if the head file then failed */
+    return rc == 0 ? head_rc : rc;
 }
 
 /* ---- verify ---- */

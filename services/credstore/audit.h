@@ -84,8 +84,9 @@ size_t cs_audit_pending(const struct cs_audit *a);
  * Writes every queued record in one transaction (synchronous=FULL), updates
  * the MACed head in meta, commits, then writes the head file. The queue is
  * emptied whatever the outcome. *first_seq (may be NULL) gets the seq of the
- * first record written (0 if none were queued). With nothing queued, only a
- * head file left stale by an earlier failure is rewritten.
+ * first record whenever the records were committed (also when the head file
+ * write then failed), else 0. With nothing queued, only a head file left
+ * stale by an earlier failure is rewritten.
  * Returns 0 when the records are durable AND the head file is written.
  * Otherwise the caller must deny what waited on the records:
  * AL_ERR_CRYPTO (chain broken or head MAC/last record mismatch found before

@@ -386,8 +386,8 @@ out:
 
 int cs_resolver_register(struct cs_svc *cs)
 {
-    static const struct al_grpc_method_impl impls[] = {{"Resolve", resolve_cb},
-                                                       {"AppendAudit", append_cb}};
+    static const struct al_grpc_method_impl impls[] = {{"Resolve", resolve_cb, 1},
+                                                       {"AppendAudit", append_cb, 0}};
     return al_grpc_server_add_service(cs->svc.grpc, &airlock__v1__credential_resolver__descriptor,
                                       impls, 2, cs);
 }

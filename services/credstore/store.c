@@ -1801,10 +1801,10 @@ int cs_store_open(const struct cs_store_opts *opts, struct cs_store **out)
     if (!opts || !opts->data_dir || !opts->keys.primary || !out)
         return AL_ERR_INVAL;
     *out = NULL;
-    rc = store_new(opts->data_dir, &opts->keys, opts->busy_timeout_ms, 1, &s);
+    rc = store_new(opts->data_dir, &opts->keys, opts->busy_timeout_ms, !opts->no_create, &s);
     if (rc < 0)
         return rc;
-    rc = schema_init(s, 1);
+    rc = schema_init(s, !opts->no_create);
     if (rc == 0)
         rc = master_check(s, &m);
     if (rc == 0)

@@ -86,6 +86,8 @@ struct cs_store_opts {
     struct cs_keyring keys; /* primary (required) + previous keys; the masters
                                are borrowed until cs_store_close, the array is copied */
     int busy_timeout_ms;    /* wait for another writer's lock; 0 = CS_BUSY_TIMEOUT_MS */
+    int no_create;          /* 1: fail with AL_ERR_NOTFOUND instead of creating a store
+                               (airlockctl audit verify, tools) */
 };
 
 /* Why a call failed, for mapping to an ErrorReason. */
@@ -128,9 +130,10 @@ struct cs_change {
  * not match this database (key id X, database expects Y)". Checks the audit
  * head (see audit.h): a broken chain does not fail the open but every change
  * will (cs_audit_problem tells why).
- * Returns 0 and *out (cs_store_close), AL_ERR_INVAL, AL_ERR_CRYPTO,
- * AL_ERR_CONFIG (unsupported schema version), AL_ERR_NOMEM, AL_ERR_TIMEOUT,
- * -errno or another database error.
+ * Returns 0 and *out (cs_store_close), AL_ERR_INVAL, AL_ERR_NOTFOUND
+ * (no_create and no store there), AL_ERR_CRYPTO, AL_ERR_CONFIG (unsupported
+ * schema version), AL_ERR_NOMEM, AL_ERR_TIMEOUT, -errno or another database
+ * error.
  */
 int cs_store_open(const struct cs_store_opts *opts, struct cs_store **out);
 
@@ -242,7 +245,9 @@ int cs_store_sweep(struct cs_store *s, int64_t now_ms, const char *actor, int *d
  * temp file, fsync'd) from one read snapshot on a separate connection, with
  * sqlite3_backup in steps; writers go on meanwhile (WAL). Also writes
  * <dest_path>.audit.head for that snapshot. See the top of this file for
- * restoring.
+ * restoring. Uses only the database file (not the store's connection), so
+ * it may run on another thread while the store is in use; it takes as long
+ * as copying the file.
  * Returns 0, AL_ERR_EXISTS, AL_ERR_INVAL, AL_ERR_TIMEOUT, -errno or a
  * database error.
  */

@@ -322,8 +322,9 @@ static void test_head_file_repair(void)
     /* altered: broken */
     FILE *f = fopen(head, "r+");
     fseek(f, 40, SEEK_SET); /* inside the hash digits */
-    fputc('0', f);
-    fputc('0', f);
+    int ch = fgetc(f);
+    fseek(f, 40, SEEK_SET);
+    fputc(ch == '0' ? '1' : '0', f); /* always a different digit */
     fclose(f);
     s = open_dir(dir, 0);
     CU_ASSERT_PTR_NOT_NULL(cs_audit_problem(cs_store_audit(s)));
@@ -365,8 +366,9 @@ static void test_commit_failures(void)
     CU_ASSERT_EQUAL(cs_audit_append(a, &rec, NULL), 0);
     rc = cs_audit_commit(a, &first);
     CU_ASSERT(rc < 0);
+    CU_ASSERT_EQUAL(first, 4); /* the record is durable, the head file stale */
     cs_audit_head(a, &seq, NULL);
-    CU_ASSERT_EQUAL(seq, 4);                 /* the record is durable, the head file stale */
+    CU_ASSERT_EQUAL(seq, 4);
     CU_ASSERT(cs_audit_commit(a, NULL) < 0); /* still failing: nothing queued, stale head */
     CU_ASSERT_EQUAL(rmdir(head), 0);
     CU_ASSERT_EQUAL(cs_audit_commit(a, NULL), 0); /* rewritten */

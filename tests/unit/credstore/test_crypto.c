@@ -53,7 +53,8 @@ static void test_round_trip(void)
         CU_ASSERT_EQUAL_FATAL(cs_seal(m, "github/ci", 3, in, lens[k], &s), 0);
         CU_ASSERT_EQUAL(s.ciphertext_len, lens[k] + CS_TAG_LEN);
         CU_ASSERT_STRING_EQUAL(s.key_id, cs_master_key_id(m));
-        CU_ASSERT_NOT_EQUAL(memcmp(s.ciphertext, in, lens[k] < 16 ? lens[k] : 16), 0);
+        if (lens[k] >= 16) /* shorter ones may match by chance */
+            CU_ASSERT_NOT_EQUAL(memcmp(s.ciphertext, in, 16), 0);
         CU_ASSERT_EQUAL(cs_open(m, "github/ci", 3, &s, out, CS_VALUE_MAX, &n), 0);
         CU_ASSERT_EQUAL(n, lens[k]);
         CU_ASSERT_EQUAL(memcmp(in, out, n), 0);

@@ -638,6 +638,14 @@ static void test_rotate_master(void)
     /* a database under neither key */
     CU_ASSERT_EQUAL(cs_store_rotate_master(dir, ka, ka, NULL, &st), AL_ERR_CRYPTO);
     CU_ASSERT_EQUAL(cs_store_rotate_master("/nonexistent/dir", ka, kb, NULL, &st), AL_ERR_NOTFOUND);
+    /* tools open existing stores only */
+    struct cs_store_opts o = {
+        .data_dir = "/nonexistent/dir", .keys = {.primary = kb}, .no_create = 1};
+    CU_ASSERT_EQUAL(cs_store_open(&o, &s), AL_ERR_NOTFOUND);
+    CU_ASSERT_EQUAL(access("/nonexistent/dir", F_OK), -1);
+    o.data_dir = dir;
+    CU_ASSERT_EQUAL(cs_store_open(&o, &s), 0);
+    cs_store_close(s);
 }
 
 static void test_rotate_master_refuses_tampered(void)
