@@ -285,6 +285,15 @@ static void encode_row(struct cs_buf *b, sqlite3_stmt *st)
     }
 }
 
+/* 0, or AL_ERR_TOOBIG when a string field is over CS_AUDIT_FIELD_MAX. */
+static int rec_check(const rec_t *r)
+{
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (FIELDS[i].kind == F_STR && strlen(get_str(r, &FIELDS[i])) > CS_AUDIT_FIELD_MAX)
+            return AL_ERR_TOOBIG;
+    return 0;
+}
+
 /* Copies rec into one malloc block (strings included). */
 static int copy_rec(const rec_t *src, rec_t **out)
 {
@@ -293,14 +302,11 @@ static int copy_rec(const rec_t *src, rec_t **out)
     rec_t *r;
     char *p;
 
-    for (size_t i = 0; i < NFIELDS; i++) {
-        if (FIELDS[i].kind != F_STR)
-            continue;
-        size_t n = strlen(get_str(src, &FIELDS[i]));
-        if (n > CS_AUDIT_FIELD_MAX)
-            return AL_ERR_TOOBIG;
-        total += n + 1;
-    }
+    if (rec_check(src) < 0)
+        return AL_ERR_TOOBIG;
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (FIELDS[i].kind == F_STR)
+            total += strlen(get_str(src, &FIELDS[i])) + 1;
     r = malloc(total);
     if (!r)
         return AL_ERR_NOMEM;
@@ -498,30 +504,6 @@ static int render_head(const struct cs_audit_headrec *h, char *buf, size_t n)
                     h->seq, hh, h->key_id, mh);
 }
 
-static int fsync_dir_of(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    int fd, rc = 0;
-
-    if (!slash) {
-        strcpy(dir, ".");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof(dir))
-            return -ENAMETOOLONG;
-        memcpy(dir, path, n ? n : 1);
-        dir[n ? n : 1] = '\0';
-    }
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
 int cs_audit_write_head_file(const char *path, const struct cs_audit_headrec *h)
 {
     char text[256], tmp[PATH_MAX];
@@ -545,8 +527,9 @@ int cs_audit_write_head_file(const char *path, const struct cs_audit_headrec *h)
         rc = -errno;
     if (rc < 0)
         unlink(tmp);
-    if (rc == 0)
-        rc = fsync_dir_of(path);
+    /* No directory fsync: if a crash loses the rename, the previous head file
+     * is back, which lags the database and is rewritten at open. The data
+     * fsync above is what matters: a renamed but empty file would be refused. */
     return rc;
 }
 
@@ -935,6 +918,9 @@ int cs_audit_insert(struct cs_audit *a, const rec_t *r, int64_t *seq)
         return AL_ERR_INVAL;
     if (!a->in_txn)
         return AL_ERR_STATE;
+    rc = rec_check(r);
+    if (rc < 0)
+        return rc;
     s = a->txn.seq + 1;
     cs_buf_init(&b);
     encode_rec(&b, s, r);

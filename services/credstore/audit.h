@@ -12,8 +12,8 @@
  * strings as a 4-byte big-endian length and the bytes. The chain head (seq,
  * hash) is MACed with the audit key derived from the master key and kept in
  * two places: meta['audit_head'] (same transaction as the records) and the
- * head file <data_dir>/audit.head (temp file + fsync + rename + directory
- * fsync, right after the commit). An edited, deleted or reordered record
+ * head file <data_dir>/audit.head (temp file + fsync + rename, right after
+ * the commit). An edited, deleted or reordered record
  * breaks the hash links; removed last records disagree with the head; last
  * records removed together with meta rewound to an older (validly MACed) head
  * disagree with the head file. Only an attacker who also rewinds the head
@@ -33,7 +33,11 @@
  * write) or is missing is rewritten from the database, with a warning. Any
  * other disagreement marks the chain broken: reads and cs_audit_verify()
  * still work, every append, commit and store change fails with
- * AL_ERR_CRYPTO (fail closed) until an operator restores a backup.
+ * AL_ERR_CRYPTO (fail closed). The operator either restores a backup (with
+ * its head file) or, having investigated, accepts the database's chain as it
+ * stands by deleting the head file; the next open rewrites it (logged). A
+ * head that disagrees with the last record cannot be accepted that way.
+ * Deleting the database but not the head file is also detected.
  *
  * Lifecycle: the store creates the struct cs_audit on its database connection
  * (cs_store_audit() lends it out) and frees it on close. Not thread-safe: use
@@ -206,8 +210,8 @@ int cs_audit_end(struct cs_audit *a, int commit, int *head_rc);
 /* Reads meta['audit_head'] into *h. Returns 0, AL_ERR_NOTFOUND or an error. */
 int cs_audit_meta_head(sqlite3 *db, struct cs_audit_headrec *h);
 
-/* Writes h as a head file at path (temp file, fsync, rename, directory fsync).
- * Returns 0 or -errno. */
+/* Writes h as a head file at path (temp file, fsync, rename; the caller fsyncs
+ * the directory if it needs the rename durable). Returns 0 or -errno. */
 int cs_audit_write_head_file(const char *path, const struct cs_audit_headrec *h);
 
 /* Maps a SQLite result code to an AL_ERR_* / -errno code and logs it with what. */

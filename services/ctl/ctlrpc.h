@@ -76,7 +76,8 @@ int ctl_rpc_opt(struct ctl_rpc_opts *o, int c, const char *arg);
 
 /*
  * getopt_long over argv with the ":"-prefixed short options `shorts` and
- * table lo (restarts scanning: optind = 0). Returns the next option code, -1
+ * table lo, without getopt's own messages; set optind = 0 before the first
+ * call of a command (GNU: rescan from the start). Returns the next option code, -1
  * at the end, or '?' after printing a usage error for an unknown option or a
  * missing argument (then the caller returns CTL_EXIT_USAGE).
  */
