@@ -346,8 +346,8 @@ static void test_destination_form(void)
                          "",
                          "api.github.com:0",
                          "api github.com",
-                         "b\xc3\xbc"
-                         "cher.example"};
+                         ("b\xc3\xbc"
+                          "cher.example")};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         set_dest(bad[i]);
         EXPECT(CS_DENY_DEST_INVALID);
