@@ -492,7 +492,7 @@ static const char put_help[] =
     "  --raw                keep the value byte for byte (trailing newline too)\n"
     "  --create-only        fail with ALREADY_EXISTS if NAME exists\n" META_HELP
     "  --json               print the resulting metadata as JSON\n"
-    "\n" CTL_RPC_HELP "\n"
+    "\n"
     "example:\n"
     "  airlockctl cred put github/ci-bot --type bearer --value-file token.txt \\\n"
     "      --issuer 'spiffe://airlock/intake/*' --principal 'acme/*' --pool ci \\\n"
@@ -514,7 +514,8 @@ static int parse_meta(struct meta_flags *f, const char *help, int with_value, in
         if (c == '?')
             return CTL_EXIT_USAGE;
         if (c == 'h') {
-            printf(help, f->rpc.default_identity, f->rpc.timeout_s);
+            fputs(help, stdout);
+            ctl_rpc_help(&f->rpc);
             return -1;
         }
         if ((rc = meta_opt(f, c, optarg)) != 0) {
@@ -609,7 +610,7 @@ static const char bind_help[] =
     "empty value ('') to clear it. Changing --type resets the template to the new\n"
     "type's defaults unless --header/--format are given.\n"
     "\n" META_HELP "  --json               print the resulting metadata as JSON\n"
-    "\n" CTL_RPC_HELP "\n"
+    "\n"
     "example:\n"
     "  airlockctl cred bind github/ci-bot --principal 'acme/*' --principal 'beta/*'\n";
 
@@ -665,7 +666,7 @@ static const char rotate_help[] =
     "--destroy-previous destroys every older version now (after a leak: also revoke\n"
     "the secret upstream, released copies live until their expiry). The value is\n"
     "read as for 'cred put'. --expect-version fails unless N is the current version.\n"
-    "\n" CTL_RPC_HELP;
+   ;
 
 static void print_rotated(const Airlock__V1__Credential *c)
 {
@@ -710,7 +711,8 @@ static int cred_rotate(int argc, char **argv)
         if (c == '?')
             return CTL_EXIT_USAGE;
         if (c == 'h') {
-            printf(rotate_help, o.default_identity, o.timeout_s);
+            fputs(rotate_help, stdout);
+            ctl_rpc_help(&o);
             return CTL_EXIT_OK;
         }
         if ((rc = ctl_rpc_opt(&o, c, optarg)) != 0) {
@@ -765,7 +767,7 @@ static const char rm_help[] = "usage: airlockctl cred rm NAME [--version N] [--r
                               "encrypted value is wiped; audit records stay). With --version:\n"
                               "destroys that one non-current version now (ends its grace period\n"
                               "early). --revision fails unless the credential is at revision R.\n"
-                              "\n" CTL_RPC_HELP;
+                             ;
 
 static int cred_rm(int argc, char **argv)
 {
@@ -788,7 +790,8 @@ static int cred_rm(int argc, char **argv)
         if (c == '?')
             return CTL_EXIT_USAGE;
         if (c == 'h') {
-            printf(rm_help, o.default_identity, o.timeout_s);
+            fputs(rm_help, stdout);
+            ctl_rpc_help(&o);
             return CTL_EXIT_OK;
         }
         if ((rc = ctl_rpc_opt(&o, c, optarg)) != 0) {
@@ -827,7 +830,7 @@ static const char ls_help[] =
     "Lists credentials by name (metadata only). Prints one page (default 50) and,\n"
     "when more remain, the token of the next; --all follows every page. --json\n"
     "prints one JSON object per credential per line.\n"
-    "\n" CTL_RPC_HELP;
+   ;
 
 static void print_row(const Airlock__V1__Credential *c)
 {
@@ -866,7 +869,8 @@ static int cred_ls(int argc, char **argv)
         if (c == '?')
             return CTL_EXIT_USAGE;
         if (c == 'h') {
-            printf(ls_help, o.default_identity, o.timeout_s);
+            fputs(ls_help, stdout);
+            ctl_rpc_help(&o);
             return CTL_EXIT_OK;
         }
         if ((rc = ctl_rpc_opt(&o, c, optarg)) != 0) {
@@ -927,7 +931,7 @@ static const char show_help[] = "usage: airlockctl cred show NAME [--json]\n"
                                 "\n"
                                 "Prints a credential's metadata, template, binding policy and\n"
                                 "versions (never its value).\n"
-                                "\n" CTL_RPC_HELP;
+                               ;
 
 static int cred_show(int argc, char **argv)
 {
@@ -948,7 +952,8 @@ static int cred_show(int argc, char **argv)
         if (c == '?')
             return CTL_EXIT_USAGE;
         if (c == 'h') {
-            printf(show_help, o.default_identity, o.timeout_s);
+            fputs(show_help, stdout);
+            ctl_rpc_help(&o);
             return CTL_EXIT_OK;
         }
         if ((rc = ctl_rpc_opt(&o, c, optarg)) != 0) {
@@ -988,7 +993,7 @@ static const char resolve_help[] =
     "weak secret). The value itself is never printed. --reveal-to-fd N writes the raw\n"
     "value to file descriptor N (which the caller opened), for tests only.\n"
     "The release is audited like every Resolve.\n"
-    "\n" CTL_RPC_HELP;
+   ;
 
 /* Reads a serialized SignedGrant (at most AL_GRANT_MAX_SIZE bytes, 16 KiB). */
 static int read_grant(const char *what, const char *path, Airlock__V1__SignedGrant **out)
@@ -1079,7 +1084,8 @@ static int cred_resolve(int argc, char **argv)
         if (c == '?')
             return CTL_EXIT_USAGE;
         if (c == 'h') {
-            printf(resolve_help, o.default_identity, o.timeout_s);
+            fputs(resolve_help, stdout);
+            ctl_rpc_help(&o);
             return CTL_EXIT_OK;
         }
         if ((rc = ctl_rpc_opt(&o, c, optarg)) != 0) {

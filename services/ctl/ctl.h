@@ -30,6 +30,14 @@ struct ctl_sub {
 int ctl_certs(int argc, char **argv);
 int ctl_keys(int argc, char **argv);
 int ctl_health(int argc, char **argv); /* services/ctl/health.c */
+int ctl_cred(int argc, char **argv);   /* services/ctl/cred.c */
+int ctl_audit(int argc, char **argv);  /* services/ctl/audit.c */
+int ctl_backup(int argc, char **argv); /* services/ctl/master.c */
+int ctl_grants(int argc, char **argv); /* services/ctl/grants.c */
+/* services/ctl/master.c: "keys" = ctl_keys's subcommands plus gen-master and rotate-master */
+int ctl_keys_all(int argc, char **argv);
+int ctl_keys_gen_master(int argc, char **argv);    /* argv[0] == "gen-master" */
+int ctl_keys_rotate_master(int argc, char **argv); /* argv[0] == "rotate-master" */
 
 /*
  * Runs the subcommand of cmd named by argv[1] from subs[0..n). Handles a

@@ -42,6 +42,22 @@ void ctl_rpc_opts_init(struct ctl_rpc_opts *o, const char *what, const char *def
     o->timeout_s = timeout_s;
 }
 
+void ctl_rpc_help(const struct ctl_rpc_opts *o)
+{
+    printf("\nconnection:\n"
+           "  --addr HOST:PORT     credstore address (default $" CTL_CREDSTORE_ADDR_ENV
+           ", else " CTL_CREDSTORE_ADDR_DEFAULT ")\n"
+           "  --identity ROLE/NAME mTLS identity from $AIRLOCK_HOME/pki (default %s)\n"
+           "  --cert FILE --key FILE\n"
+           "                       client certificate and key instead of --identity\n"
+           "  --ca FILE            CA bundle the server must chain to\n"
+           "                       (default $AIRLOCK_HOME/pki/ca.crt)\n"
+           "  --timeout SECONDS    deadline of each call (default %g)\n"
+           "Exit status: 0 done, 1 the call or operation failed (gRPC status, message and\n"
+           "ErrorDetail reason on stderr), 2 usage error.\n",
+           o->default_identity, o->timeout_s);
+}
+
 int ctl_rpc_opt(struct ctl_rpc_opts *o, int c, const char *arg)
 {
     char *end;

@@ -43,16 +43,6 @@ enum {
         {"ca", required_argument, NULL, CTL_OPT_CA},                                               \
         {"timeout", required_argument, NULL, CTL_OPT_TIMEOUT}
 
-/* --help text of the connection flags (identity default in %s). */
-#define CTL_RPC_HELP                                                                               \
-    "connection:\n"                                                                                \
-    "  --addr HOST:PORT     credstore address (default $" CTL_CREDSTORE_ADDR_ENV                   \
-    ", else " CTL_CREDSTORE_ADDR_DEFAULT ")\n"                                                     \
-    "  --identity ROLE/NAME mTLS identity from $AIRLOCK_HOME/pki (default %s)\n"                   \
-    "  --cert FILE --key FILE  client certificate and key instead of --identity\n"                 \
-    "  --ca FILE            CA bundle the server must chain to (default $AIRLOCK_HOME/pki/ca.crt)\n" \
-    "  --timeout SECONDS    deadline of each call (default %g)\n"
-
 /* Connection settings; strings are borrowed from argv/environment. */
 struct ctl_rpc_opts {
     const char *what;     /* command name for messages, e.g. "cred put" */
@@ -62,6 +52,9 @@ struct ctl_rpc_opts {
     const char *cert, *key, *ca;
     double timeout_s; /* per call; > 0 */
 };
+
+/* Prints the "connection:" section of a --help (o's defaults) to stdout. */
+void ctl_rpc_help(const struct ctl_rpc_opts *o);
 
 /* Fills o with defaults for command `what` using identity default_identity. */
 void ctl_rpc_opts_init(struct ctl_rpc_opts *o, const char *what, const char *default_identity,

@@ -24,8 +24,12 @@ struct ctl_cmd {
 
 static const struct ctl_cmd cmds[] = {
     {"certs", "development PKI: CA and service identities", ctl_certs},
-    {"keys", "grant signing keys", ctl_keys},
+    {"keys", "grant signing keys and credstore master keys", ctl_keys_all},
     {"health", "check a service with grpc.health.v1 (mTLS or h2c)", ctl_health},
+    {"cred", "credentials in airlock-credstore: put, bind, rotate, rm, ls, show", ctl_cred},
+    {"audit", "credstore audit chain: tail, verify", ctl_audit},
+    {"backup", "online backup of a credstore database", ctl_backup},
+    {"grants", "mint test grants (development tool)", ctl_grants},
 };
 
 static void usage(FILE *f)
