@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 
 #include "airlock/v1/credstore.pb-c.h"
@@ -104,6 +105,7 @@ enum {
     OPT_GRANT,
     OPT_DEST1,
     OPT_REVEAL,
+    OPT_VALUE_ARGV,
     OPT_LIST0 /* + enum list_kind */
 };
 
@@ -233,6 +235,17 @@ static int one_name(const char *what, int argc, char **argv, const char **name)
 
 /* ---------- reading a value ---------- */
 
+/* --value: refused without echoing what followed it. */
+static int value_on_argv(const char *what)
+{
+    fprintf(stderr,
+            "airlockctl: %s: a value is never taken from the command line (it would\n"
+            "  show in ps and shell history); use --value-file FILE or stdin. Consider the\n"
+            "  value you typed exposed.\n",
+            what);
+    return CTL_EXIT_USAGE;
+}
+
 /* Reads fd to EOF into buf[0..cap); *len. Returns 0, AL_ERR_TOOBIG or -errno. */
 static int read_all(int fd, uint8_t *buf, size_t cap, size_t *len)
 {
@@ -349,13 +362,15 @@ static void print_list(const char *label, char **v, size_t n)
     putchar('\n');
 }
 
-static void print_template(const Airlock__V1__InjectionTemplate *t)
+/* "template:" padded to width, then "Header: format  (transport)". */
+static void print_template(const Airlock__V1__InjectionTemplate *t, int width)
 {
+    printf("%-*s", width, "template:");
     if (!t) {
-        printf("template:       -\n");
+        printf("-\n");
         return;
     }
-    printf("template:       %s: %s  (%s)\n", t->header, t->format,
+    printf("%s: %s  (%s)\n", t->header, t->format,
            t->allow_plain_http ? "plain HTTP allowed" : "verified TLS only");
 }
 
@@ -401,7 +416,7 @@ static void print_credential(const Airlock__V1__Credential *c)
     printf("name:           %s\n", c->name);
     printf("type:           %s\n", type_str(c->type));
     printf("description:    %s\n", c->description[0] ? c->description : "-");
-    print_template(c->template_);
+    print_template(c->template_, 16);
     printf("grace period:   %s\n", ctl_fmt_dur(c->grace_period_ms, d, sizeof(d)));
     printf("current:        version %d\n", c->current_version);
     printf("revision:       %lld\n", (long long)c->revision);
@@ -503,6 +518,7 @@ static int parse_meta(struct meta_flags *f, const char *help, int with_value, in
 {
     static const struct option lo[] = {META_LONGOPTS,
                                        {"value-file", required_argument, NULL, OPT_VALUE_FILE},
+                                       {"value", required_argument, NULL, OPT_VALUE_ARGV},
                                        {"raw", no_argument, NULL, OPT_RAW},
                                        {"create-only", no_argument, NULL, OPT_CREATE_ONLY},
                                        {"json", no_argument, NULL, OPT_JSON},
@@ -523,6 +539,8 @@ static int parse_meta(struct meta_flags *f, const char *help, int with_value, in
                 return rc;
             continue;
         }
+        if (c == OPT_VALUE_ARGV)
+            return value_on_argv(f->rpc.what);
         if (c == OPT_JSON) {
             f->json = 1;
         } else if (!with_value) {
@@ -687,6 +705,7 @@ static int cred_rotate(int argc, char **argv)
 {
     static const struct option lo[] = {CTL_RPC_LONGOPTS,
                                        {"value-file", required_argument, NULL, OPT_VALUE_FILE},
+                                       {"value", required_argument, NULL, OPT_VALUE_ARGV},
                                        {"raw", no_argument, NULL, OPT_RAW},
                                        {"grace", required_argument, NULL, OPT_GRACE},
                                        {"destroy-previous", no_argument, NULL, OPT_DESTROY_PREV},
@@ -718,6 +737,8 @@ static int cred_rotate(int argc, char **argv)
         if ((rc = ctl_rpc_opt(&o, c, optarg)) != 0) {
             if (rc != 1)
                 return rc;
+        } else if (c == OPT_VALUE_ARGV) {
+            return value_on_argv(o.what);
         } else if (c == OPT_VALUE_FILE) {
             file = optarg;
         } else if (c == OPT_RAW) {
@@ -894,9 +915,6 @@ static int cred_ls(int argc, char **argv)
         return ctl_usage_error(o.what, "unexpected argument '%s'", argv[optind]);
     if ((rc = ctl_rpc_open(&o, CTL_CREDSTORE_PEER, &r)) != 0)
         return rc;
-    if (!json)
-        printf("%-40s %-8s %-8s %-6s %-9s %s\n", "NAME", "TYPE", "CURRENT", "LIVE", "REVISION",
-               "UPDATED");
     do {
         ProtobufCMessage *resp = NULL;
         page.page_token = token;
@@ -906,6 +924,9 @@ static int cred_ls(int argc, char **argv)
             break;
         const Airlock__V1__ListCredentialsResponse *lr =
             (const Airlock__V1__ListCredentialsResponse *)resp;
+        if (!json && total == 0 && lr->n_credentials)
+            printf("%-40s %-8s %-8s %-6s %-9s %s\n", "NAME", "TYPE", "CURRENT", "LIVE",
+                   "REVISION", "UPDATED");
         for (size_t i = 0; i < lr->n_credentials; i++) {
             if (json)
                 ctl_print_json(&lr->credentials[i]->base, 0);
@@ -1044,9 +1065,9 @@ static int print_release(const char *what, const Airlock__V1__ResolveResponse *r
     ctl_hex(md, 6, hex);
     printf("version:    %d\n", rr->version);
     printf("type:       %s\n", type_str(rr->type));
-    print_template(rr->template_);
+    print_template(rr->template_, 12);
     printf("expires:    %s (ttl %s)\n", ctl_fmt_time(rr->expires_ms, t, sizeof(t)),
-           ctl_fmt_dur(rr->ttl_ms, d, sizeof(d)));
+           ctl_fmt_dur(rr->ttl_ms < 60000 ? rr->ttl_ms : rr->ttl_ms / 1000 * 1000, d, sizeof(d)));
     printf("audit seq:  %lld\n", (long long)rr->audit_seq);
     printf("value:      %zu bytes, sha256 %s...\n", rr->value.len, hex);
     OPENSSL_cleanse(md, sizeof(md));

@@ -17,6 +17,7 @@
 #include "al_err.h"
 #include "al_grpc.h"
 #include "al_grpc_client.h"
+#include "al_log.h"
 #include "al_tls.h"
 #include "ctl.h"
 #include "ctlrpc.h"
@@ -149,6 +150,10 @@ int ctl_rpc_open(const struct ctl_rpc_opts *o, const char *expect_peer, struct c
     int rc;
 
     *out = NULL;
+    /* our own messages say what failed; the library's info lines only repeat it */
+    const char *lv = getenv("AIRLOCK_LOG_LEVEL");
+    if (!lv || al_log_set_level_name(lv) < 0)
+        (void)al_log_set_level_name("warn");
     rc = ctl_rpc_identity_paths(o, cert, key, ca, sizeof(cert));
     if (rc)
         return rc;

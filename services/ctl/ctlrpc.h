@@ -91,7 +91,8 @@ struct ctl_rpc;
 /*
  * Loads the identity and prepares a channel to o->addr that only accepts a
  * server whose SPIFFE id starts with expect_peer (NULL: any verified peer).
- * Nothing connects until the first call. o is copied.
+ * Nothing connects until the first call. o is copied. Lowers the process's
+ * log level to warn unless $AIRLOCK_LOG_LEVEL names one.
  * Returns 0 and *out, or a CTL_EXIT_* code after printing why.
  */
 int ctl_rpc_open(const struct ctl_rpc_opts *o, const char *expect_peer, struct ctl_rpc **out);
