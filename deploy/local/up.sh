@@ -75,7 +75,13 @@ start() {
 if [[ -x $BIN/airlock-credstore ]]; then
   write_config credstore credstore-credstore-0 127.0.0.1:7410 127.0.0.1:9410 \
     "data_dir = \"$AIRLOCK_HOME/credstore\";" \
-    "master_key_file = \"$AIRLOCK_HOME/keys/master.key\";"
+    "master_key_file = \"$AIRLOCK_HOME/keys/master.key\";" \
+    "issuers = (" \
+    "  { issuer = \"spiffe://airlock/intake/intake-0\"; public_key_file = \"$AIRLOCK_HOME/keys/intake-0.pub\";" \
+    "    principals = [\"**\"]; pools = [\"**\"]; credentials = [\"**\"]; }," \
+    "  { issuer = \"spiffe://airlock/relay/relay-0\"; public_key_file = \"$AIRLOCK_HOME/keys/relay-0.pub\";" \
+    "    principals = [\"**\"]; routes = [\"**\"]; credentials = [\"**\"]; }" \
+    ");"
   [[ -f $AIRLOCK_HOME/keys/master.key ]] || "$BIN/airlockctl" keys gen-master "$AIRLOCK_HOME/keys/master.key" >/dev/null
   start credstore airlock-credstore 127.0.0.1:7410 127.0.0.1:9410
 fi

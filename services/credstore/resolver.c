@@ -200,7 +200,9 @@ static void resolve_cb(struct al_grpc_call *call, const ProtobufCMessage *req, v
     if (rc < 0) {
         char msg[160];
         snprintf(msg, sizeof(msg), "grant refused: %s", gbytes ? why : "too large");
-        resolve_deny(&x, rc == AL_ERR_EXPIRED ? AL_GRPC_PERMISSION_DENIED : AL_GRPC_UNAUTHENTICATED,
+        resolve_deny(&x,
+                     (rc == AL_ERR_INVAL || rc == AL_ERR_TOOBIG) ? AL_GRPC_INVALID_ARGUMENT
+                                                                 : AL_GRPC_PERMISSION_DENIED,
                      grant_reason(rc), rc == AL_ERR_EXPIRED ? "grant_expired" : "grant_invalid",
                      msg, NULL);
         return;

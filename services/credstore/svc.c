@@ -103,7 +103,10 @@ void cs_svc_commit(struct cs_svc *cs)
     }
     /* fail closed: without a durable record nothing is released */
     for (; w; n++) {
+        /* w lives in its call's arena: answering may free it */
         struct cs_waiter *next = w->next;
+        uint8_t *secret = w->secret;
+        w->secret = NULL;
         if (rc == 0) {
             answer(w, first);
         } else {
@@ -111,7 +114,7 @@ void cs_svc_commit(struct cs_svc *cs)
                             AIRLOCK__V1__ERROR_REASON__ERROR_REASON_AUDIT_UNAVAILABLE, NULL,
                             "the audit log could not be written; request denied");
         }
-        wipe(w);
+        cs_secure_free(secret); /* the reply was packed (copied) above */
         w = next;
     }
     al_metric_observe(cs->m_commit_batch, (double)n);

@@ -39,8 +39,7 @@ static const char *short_name(const ProtobufCEnumDescriptor *d, const char *pref
     return buf;
 }
 
-static int parse_short(const ProtobufCEnumDescriptor *d, const char *prefix, const char *s,
-                       int *v)
+static int parse_short(const ProtobufCEnumDescriptor *d, const char *prefix, const char *s, int *v)
 {
     char buf[64];
 
@@ -92,8 +91,8 @@ static void print_record(const Airlock__V1__AuditRecord *a, int json)
            ctl_fmt_time(a->time_ms, t, sizeof(t)),
            short_name(&airlock__v1__audit_action__descriptor, "AUDIT_ACTION_", a->action, act,
                       sizeof(act)),
-           short_name(&airlock__v1__audit_decision__descriptor, "AUDIT_DECISION_", a->decision,
-                      dec, sizeof(dec)));
+           short_name(&airlock__v1__audit_decision__descriptor, "AUDIT_DECISION_", a->decision, dec,
+                      sizeof(dec)));
     kv("caller", a->caller);
     kv("credential", a->credential);
     if (a->version) {
@@ -369,8 +368,7 @@ static int tail_opt(struct tail *t, int c, const char *arg, int64_t *n, int64_t 
         t->show_own |= v == ACT(QUERY_AUDIT);
         return 1;
     case OPT_DECISION:
-        if (parse_short(&airlock__v1__audit_decision__descriptor, "AUDIT_DECISION_", arg, &v) <
-            0)
+        if (parse_short(&airlock__v1__audit_decision__descriptor, "AUDIT_DECISION_", arg, &v) < 0)
             return ctl_usage_error("audit tail", "--decision is allow or deny");
         t->req.decision = v;
         return 1;

@@ -112,7 +112,7 @@ enum {
 /* The policy lists, in BindingPolicy order of their flags. */
 enum list_kind { L_ISSUER, L_PRINCIPAL, L_HOLDER, L_POOL, L_ROUTE, L_DEST, L_COUNT };
 static const char *const list_flag[L_COUNT] = {"issuer", "principal", "holder",
-                                                "pool",   "route",     "dest"};
+                                               "pool",   "route",     "dest"};
 
 struct strlist {
     int given; /* the flag appeared: replaces the list (bind) */
@@ -129,22 +129,26 @@ struct meta_flags {
     struct strlist lists[L_COUNT];
 };
 
+/* clang-format off */
 #define META_LONGOPTS                                                                              \
-    CTL_RPC_LONGOPTS, {"type", required_argument, NULL, OPT_TYPE},                                 \
-        {"header", required_argument, NULL, OPT_HEADER},                                           \
-        {"format", required_argument, NULL, OPT_FORMAT},                                           \
-        {"allow-plain-http", no_argument, NULL, OPT_PLAIN},                                        \
-        {"no-allow-plain-http", no_argument, NULL, OPT_NO_PLAIN},                                  \
-        {"description", required_argument, NULL, OPT_DESC},                                       \
-        {"grace", required_argument, NULL, OPT_GRACE},                                             \
-        {"max-lifetime", required_argument, NULL, OPT_MAXLIFE},                                    \
-        {"revision", required_argument, NULL, OPT_REVISION},                                       \
-        {"issuer", required_argument, NULL, OPT_LIST0 + L_ISSUER},                                 \
-        {"principal", required_argument, NULL, OPT_LIST0 + L_PRINCIPAL},                           \
-        {"holder", required_argument, NULL, OPT_LIST0 + L_HOLDER},                                 \
-        {"pool", required_argument, NULL, OPT_LIST0 + L_POOL},                                     \
-        {"route", required_argument, NULL, OPT_LIST0 + L_ROUTE},                                   \
-        {"dest", required_argument, NULL, OPT_LIST0 + L_DEST}, {"help", no_argument, NULL, 'h'}
+    CTL_RPC_LONGOPTS,                                                                              \
+    {"type", required_argument, NULL, OPT_TYPE},                                                   \
+    {"header", required_argument, NULL, OPT_HEADER},                                               \
+    {"format", required_argument, NULL, OPT_FORMAT},                                               \
+    {"allow-plain-http", no_argument, NULL, OPT_PLAIN},                                            \
+    {"no-allow-plain-http", no_argument, NULL, OPT_NO_PLAIN},                                      \
+    {"description", required_argument, NULL, OPT_DESC},                                            \
+    {"grace", required_argument, NULL, OPT_GRACE},                                                 \
+    {"max-lifetime", required_argument, NULL, OPT_MAXLIFE},                                        \
+    {"revision", required_argument, NULL, OPT_REVISION},                                           \
+    {"issuer", required_argument, NULL, OPT_LIST0 + L_ISSUER},                                     \
+    {"principal", required_argument, NULL, OPT_LIST0 + L_PRINCIPAL},                               \
+    {"holder", required_argument, NULL, OPT_LIST0 + L_HOLDER},                                     \
+    {"pool", required_argument, NULL, OPT_LIST0 + L_POOL},                                         \
+    {"route", required_argument, NULL, OPT_LIST0 + L_ROUTE},                                       \
+    {"dest", required_argument, NULL, OPT_LIST0 + L_DEST},                                         \
+    {"help", no_argument, NULL, 'h'}
+/* clang-format on */
 
 #define META_HELP                                                                                  \
     "template:\n"                                                                                  \
@@ -305,8 +309,8 @@ static int read_hidden(int fd, const char *name, uint8_t *buf, size_t cap, size_
  * locked buffer *out (cs_secure_free) of length *len; drops one trailing
  * newline unless raw. Prints failures. Returns 0 or CTL_EXIT_FAIL.
  */
-static int read_value(const char *what, const char *name, const char *file, int raw,
-                      uint8_t **out, size_t *len)
+static int read_value(const char *what, const char *name, const char *file, int raw, uint8_t **out,
+                      size_t *len)
 {
     size_t cap = CS_VALUE_MAX + 2;
     uint8_t *buf = cs_secure_alloc(cap);
@@ -469,9 +473,7 @@ static int apply_meta(struct meta_flags *f, const Airlock__V1__Credential *base,
         tmpl->allow_plain_http = f->plain_http;
     req->template_ = tmpl;
     req->policy = pol;
-    req->description = (char *)(f->description ? f->description
-                                : base         ? base->description
-                                               : "");
+    req->description = (char *)(f->description ? f->description : base ? base->description : "");
     req->grace_period_ms = f->have_grace ? f->grace_ms : base ? base->grace_period_ms : 0;
     if (f->have_maxlife)
         pol->max_grant_lifetime_ms = f->maxlife_ms;
@@ -499,8 +501,9 @@ static const char put_help[] =
     "only some). The value is read from --value-file or stdin, never from the\n"
     "command line; on a terminal it is read hidden. One trailing newline is dropped\n"
     "unless --raw. It is held in locked memory, zeroed after the call and never\n"
-    "printed. Updating an existing credential needs no value, or the same one; a\n"
-    "new value goes through 'cred rotate'.\n"
+    "printed. On an existing credential the value must equal the current one (so a\n"
+    "retried create succeeds); a new value goes through 'cred rotate', metadata\n"
+    "alone through 'cred bind'.\n"
     "\n"
     "value:\n"
     "  --value-file FILE    read the value from FILE (default: stdin)\n"
@@ -513,8 +516,7 @@ static const char put_help[] =
     "      --issuer 'spiffe://airlock/intake/*' --principal 'acme/*' --pool ci \\\n"
     "      --holder 'spiffe://airlock/executor/*' --dest api.github.com --grace 1h\n";
 
-static int parse_meta(struct meta_flags *f, const char *help, int with_value, int argc,
-                      char **argv)
+static int parse_meta(struct meta_flags *f, const char *help, int with_value, int argc, char **argv)
 {
     static const struct option lo[] = {META_LONGOPTS,
                                        {"value-file", required_argument, NULL, OPT_VALUE_FILE},
@@ -577,8 +579,8 @@ static int send_put(struct ctl_rpc *r, struct meta_flags *f,
     if (f->json)
         rc = ctl_print_json(resp, 1);
     else
-        printf("%s %s: revision %lld, current version %d\n", verb, c->name,
-               (long long)c->revision, c->current_version);
+        printf("%s %s: revision %lld, current version %d\n", verb, c->name, (long long)c->revision,
+               c->current_version);
     warn_empty_policy(f->rpc.what, c->policy);
     ctl_rpc_free_resp(resp);
     return rc;
@@ -683,8 +685,7 @@ static const char rotate_help[] =
     "the grace period (--grace, else the credential's), then is destroyed;\n"
     "--destroy-previous destroys every older version now (after a leak: also revoke\n"
     "the secret upstream, released copies live until their expiry). The value is\n"
-    "read as for 'cred put'. --expect-version fails unless N is the current version.\n"
-   ;
+    "read as for 'cred put'. --expect-version fails unless N is the current version.\n";
 
 static void print_rotated(const Airlock__V1__Credential *c)
 {
@@ -703,22 +704,22 @@ static void print_rotated(const Airlock__V1__Credential *c)
 
 static int cred_rotate(int argc, char **argv)
 {
-    static const struct option lo[] = {CTL_RPC_LONGOPTS,
-                                       {"value-file", required_argument, NULL, OPT_VALUE_FILE},
-                                       {"value", required_argument, NULL, OPT_VALUE_ARGV},
-                                       {"raw", no_argument, NULL, OPT_RAW},
-                                       {"grace", required_argument, NULL, OPT_GRACE},
-                                       {"destroy-previous", no_argument, NULL, OPT_DESTROY_PREV},
-                                       {"expect-version", required_argument, NULL,
-                                        OPT_EXPECT_VERSION},
-                                       {"json", no_argument, NULL, OPT_JSON},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {
+        CTL_RPC_LONGOPTS,
+        {"value-file", required_argument, NULL, OPT_VALUE_FILE},
+        {"value", required_argument, NULL, OPT_VALUE_ARGV},
+        {"raw", no_argument, NULL, OPT_RAW},
+        {"grace", required_argument, NULL, OPT_GRACE},
+        {"destroy-previous", no_argument, NULL, OPT_DESTROY_PREV},
+        {"expect-version", required_argument, NULL, OPT_EXPECT_VERSION},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     Airlock__V1__RotateCredentialRequest req = AIRLOCK__V1__ROTATE_CREDENTIAL_REQUEST__INIT;
     struct ctl_rpc_opts o;
     struct ctl_rpc *r = NULL;
     ProtobufCMessage *resp = NULL;
-    const char *file = NULL, *name;
+    const char *file = NULL, *name = NULL;
     uint8_t *value = NULL;
     size_t len = 0;
     int c, rc, raw = 0, json = 0;
@@ -765,8 +766,8 @@ static int cred_rotate(int argc, char **argv)
     req.name = (char *)name;
     req.value.data = value;
     req.value.len = len;
-    rc = ctl_rpc_call(r, ADMIN_SVC "Rotate", &req.base, &airlock__v1__credential__descriptor,
-                      &resp, NULL, NULL);
+    rc = ctl_rpc_call(r, ADMIN_SVC "Rotate", &req.base, &airlock__v1__credential__descriptor, &resp,
+                      NULL, NULL);
     cs_secure_free(value);
     value = NULL;
     if (rc == 0 && json)
@@ -787,8 +788,7 @@ static const char rm_help[] = "usage: airlockctl cred rm NAME [--version N] [--r
                               "Without --version: deletes the credential (every version's\n"
                               "encrypted value is wiped; audit records stay). With --version:\n"
                               "destroys that one non-current version now (ends its grace period\n"
-                              "early). --revision fails unless the credential is at revision R.\n"
-                             ;
+                              "early). --revision fails unless the credential is at revision R.\n";
 
 static int cred_rm(int argc, char **argv)
 {
@@ -801,7 +801,7 @@ static int cred_rm(int argc, char **argv)
     struct ctl_rpc_opts o;
     struct ctl_rpc *r = NULL;
     ProtobufCMessage *resp = NULL;
-    const char *name;
+    const char *name = NULL;
     int c, rc;
     int64_t v;
 
@@ -850,8 +850,7 @@ static const char ls_help[] =
     "\n"
     "Lists credentials by name (metadata only). Prints one page (default 50) and,\n"
     "when more remain, the token of the next; --all follows every page. --json\n"
-    "prints one JSON object per credential per line.\n"
-   ;
+    "prints one JSON object per credential per line.\n";
 
 static void print_row(const Airlock__V1__Credential *c)
 {
@@ -925,8 +924,8 @@ static int cred_ls(int argc, char **argv)
         const Airlock__V1__ListCredentialsResponse *lr =
             (const Airlock__V1__ListCredentialsResponse *)resp;
         if (!json && total == 0 && lr->n_credentials)
-            printf("%-40s %-8s %-8s %-6s %-9s %s\n", "NAME", "TYPE", "CURRENT", "LIVE",
-                   "REVISION", "UPDATED");
+            printf("%-40s %-8s %-8s %-6s %-9s %s\n", "NAME", "TYPE", "CURRENT", "LIVE", "REVISION",
+                   "UPDATED");
         for (size_t i = 0; i < lr->n_credentials; i++) {
             if (json)
                 ctl_print_json(&lr->credentials[i]->base, 0);
@@ -951,8 +950,7 @@ static int cred_ls(int argc, char **argv)
 static const char show_help[] = "usage: airlockctl cred show NAME [--json]\n"
                                 "\n"
                                 "Prints a credential's metadata, template, binding policy and\n"
-                                "versions (never its value).\n"
-                               ;
+                                "versions (never its value).\n";
 
 static int cred_show(int argc, char **argv)
 {
@@ -964,7 +962,7 @@ static int cred_show(int argc, char **argv)
     struct ctl_rpc_opts o;
     struct ctl_rpc *r = NULL;
     ProtobufCMessage *resp = NULL;
-    const char *name;
+    const char *name = NULL;
     int c, rc, json = 0;
 
     ctl_rpc_opts_init(&o, "cred show", "admin/admin", 10);
@@ -1013,8 +1011,7 @@ static const char resolve_help[] =
     "hex digits of its SHA-256 (to compare with a known value; never share it for a\n"
     "weak secret). The value itself is never printed. --reveal-to-fd N writes the raw\n"
     "value to file descriptor N (which the caller opened), for tests only.\n"
-    "The release is audited like every Resolve.\n"
-   ;
+    "The release is audited like every Resolve.\n";
 
 /* Reads a serialized SignedGrant (at most AL_GRANT_MAX_SIZE bytes, 16 KiB). */
 static int read_grant(const char *what, const char *path, Airlock__V1__SignedGrant **out)
@@ -1095,7 +1092,7 @@ static int cred_resolve(int argc, char **argv)
     struct ctl_rpc_opts o;
     struct ctl_rpc *r = NULL;
     ProtobufCMessage *resp = NULL;
-    const char *name, *grant_file = NULL, *dest = NULL;
+    const char *name = NULL, *grant_file = NULL, *dest = NULL;
     int c, rc, reveal_fd = -1;
     int64_t v;
 

@@ -90,8 +90,7 @@ int ctl_rpc_opt(struct ctl_rpc_opts *o, int c, const char *arg)
     }
 }
 
-int ctl_getopt(const char *what, int argc, char **argv, const char *shorts,
-               const struct option *lo)
+int ctl_getopt(const char *what, int argc, char **argv, const char *shorts, const struct option *lo)
 {
     int c;
 
@@ -110,8 +109,7 @@ int ctl_getopt(const char *what, int argc, char **argv, const char *shorts,
     return c;
 }
 
-int ctl_rpc_identity_paths(const struct ctl_rpc_opts *o, char *cert, char *key, char *ca,
-                           size_t n)
+int ctl_rpc_identity_paths(const struct ctl_rpc_opts *o, char *cert, char *key, char *ca, size_t n)
 {
     char home[512], ident[128];
     const char *id = o->identity ? o->identity : o->default_identity;
@@ -133,8 +131,7 @@ int ctl_rpc_identity_paths(const struct ctl_rpc_opts *o, char *cert, char *key, 
                  : snprintf(cert, n, "%s/pki/%s.crt", home, ident)) >= (int)n ||
         (o->key ? snprintf(key, n, "%s", o->key)
                 : snprintf(key, n, "%s/pki/%s.key", home, ident)) >= (int)n ||
-        (o->ca ? snprintf(ca, n, "%s", o->ca) : snprintf(ca, n, "%s/pki/ca.crt", home)) >=
-            (int)n) {
+        (o->ca ? snprintf(ca, n, "%s", o->ca) : snprintf(ca, n, "%s/pki/ca.crt", home)) >= (int)n) {
         fprintf(stderr, "airlockctl: %s: certificate path too long\n", o->what);
         return CTL_EXIT_FAIL;
     }
@@ -295,8 +292,9 @@ int ctl_rpc_call(struct ctl_rpc *r, const char *path, const ProtobufCMessage *re
         ev_run(r->loop, EVRUN_ONCE);
     if (st.status == AL_GRPC_OK && (st.nomem || !st.resp)) {
         st.status = AL_GRPC_INTERNAL;
-        snprintf(st.msg, sizeof(st.msg), "%s", st.nomem ? "out of memory reading the response"
-                                                        : "server sent no response message");
+        snprintf(st.msg, sizeof(st.msg), "%s",
+                 st.nomem ? "out of memory reading the response"
+                          : "server sent no response message");
     }
     if (status)
         *status = st.status;
@@ -571,8 +569,8 @@ static json_t *to_json(const ProtobufCMessage *m)
 int ctl_print_json(const ProtobufCMessage *m, int pretty)
 {
     json_t *j = to_json(m);
-    char *s = j ? json_dumps(j, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_PRESERVE_ORDER)
-                : NULL;
+    char *s =
+        j ? json_dumps(j, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_PRESERVE_ORDER) : NULL;
 
     json_decref(j);
     if (!s) {

@@ -35,13 +35,15 @@ enum {
 };
 
 /* The connection flags, to put first in a command's struct option table. */
+/* clang-format off */
 #define CTL_RPC_LONGOPTS                                                                           \
     {"addr", required_argument, NULL, CTL_OPT_ADDR},                                               \
-        {"identity", required_argument, NULL, CTL_OPT_IDENTITY},                                   \
-        {"cert", required_argument, NULL, CTL_OPT_CERT},                                           \
-        {"key", required_argument, NULL, CTL_OPT_KEY},                                             \
-        {"ca", required_argument, NULL, CTL_OPT_CA},                                               \
-        {"timeout", required_argument, NULL, CTL_OPT_TIMEOUT}
+    {"identity", required_argument, NULL, CTL_OPT_IDENTITY},                                       \
+    {"cert", required_argument, NULL, CTL_OPT_CERT},                                               \
+    {"key", required_argument, NULL, CTL_OPT_KEY},                                                 \
+    {"ca", required_argument, NULL, CTL_OPT_CA},                                                   \
+    {"timeout", required_argument, NULL, CTL_OPT_TIMEOUT}
+/* clang-format on */
 
 /* Connection settings; strings are borrowed from argv/environment. */
 struct ctl_rpc_opts {
@@ -83,8 +85,7 @@ int ctl_getopt(const char *what, int argc, char **argv, const char *shorts,
  * .key and ca.crt. Returns 0, or CTL_EXIT_USAGE / CTL_EXIT_FAIL after
  * printing why.
  */
-int ctl_rpc_identity_paths(const struct ctl_rpc_opts *o, char *cert, char *key, char *ca,
-                           size_t n);
+int ctl_rpc_identity_paths(const struct ctl_rpc_opts *o, char *cert, char *key, char *ca, size_t n);
 
 struct ctl_rpc;
 

@@ -266,8 +266,9 @@ static int grants_mint(int argc, char **argv)
         goto out;
     rc = al_grant_sign(signer, &m.g, &buf, &len);
     if (rc < 0) {
-        fprintf(stderr, "airlockctl: grants mint: cannot sign: %s (every field must be set and "
-                        "well formed)\n",
+        fprintf(stderr,
+                "airlockctl: grants mint: cannot sign: %s (every field must be set and "
+                "well formed)\n",
                 al_strerror(rc));
         rc = CTL_EXIT_FAIL;
         goto out;

@@ -56,8 +56,7 @@ int ctl_keys_all(int argc, char **argv)
         {"gen-grant-key", "NAME|PATH [--force]", "generate an Ed25519 grant signing key pair",
          keys_fwd},
         {"id", "PUBFILE", "print the key id of a grant public key", keys_fwd},
-        {"gen-master", "PATH", "generate a credstore master key file (0600)",
-         ctl_keys_gen_master},
+        {"gen-master", "PATH", "generate a credstore master key file (0600)", ctl_keys_gen_master},
         {"rotate-master", "--data-dir DIR --old FILE --new FILE",
          "move a credstore database to a new master key", ctl_keys_rotate_master},
     };
@@ -144,15 +143,14 @@ static void local_operator(char *buf, size_t n)
         snprintf(buf, n, "unix:uid%u@%s", (unsigned)getuid(), host);
 }
 
-static int load_master(const char *what, const char *flag, const char *path,
-                       struct cs_master **out)
+static int load_master(const char *what, const char *flag, const char *path, struct cs_master **out)
 {
     int rc = cs_master_load(path, out);
 
     if (rc < 0) {
         fprintf(stderr, "airlockctl: %s: %s %s: %s\n", what, flag, path,
-                rc == AL_ERR_CONFIG ? "not a regular file, or readable by group/others "
-                                      "(chmod 600)"
+                rc == AL_ERR_CONFIG  ? "not a regular file, or readable by group/others "
+                                       "(chmod 600)"
                 : rc == AL_ERR_INVAL ? "not a master key file (64 hex digits)"
                                      : al_strerror(rc));
         return CTL_EXIT_FAIL;
@@ -178,12 +176,10 @@ static void rotate_failed(int rc, const char *old_file)
 
 int ctl_keys_rotate_master(int argc, char **argv)
 {
-    static const struct option lo[] = {{"data-dir", required_argument, NULL, 'd'},
-                                       {"old", required_argument, NULL, 'o'},
-                                       {"new", required_argument, NULL, 'n'},
-                                       {"operator", required_argument, NULL, 'p'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {
+        {"data-dir", required_argument, NULL, 'd'}, {"old", required_argument, NULL, 'o'},
+        {"new", required_argument, NULL, 'n'},      {"operator", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     const char *what = "keys rotate-master", *dir = NULL, *oldf = NULL, *newf = NULL;
     const char *op = NULL;
     struct cs_master *from = NULL, *to = NULL;
@@ -248,8 +244,9 @@ int ctl_keys_rotate_master(int argc, char **argv)
         rc = CTL_EXIT_FAIL;
         goto out;
     }
-    printf("%s is now under master key %s (was %s); drop %s from the configuration\n", dir,
-           cs_master_key_id(to), cs_master_key_id(from), oldf);
+    printf("%s is now under master key %s (was %s)%s; drop %s from the configuration\n", dir,
+           cs_master_key_id(to), cs_master_key_id(from),
+           st.versions_rewrapped || st.rows_remaced ? "" : " (nothing was left to move)", oldf);
     rc = CTL_EXIT_OK;
 out:
     cs_master_free(from);
@@ -321,11 +318,10 @@ int ctl_backup(int argc, char **argv)
         if ((rc = load_master(what, "--previous", prevf[i], &prev[i])) != 0)
             goto out;
     }
-    struct cs_store_opts so = {
-        .data_dir = dir,
-        .keys = {.primary = primary,
-                 .previous = (const struct cs_master *const *)prev,
-                 .n_previous = nprev}};
+    struct cs_store_opts so = {.data_dir = dir,
+                               .keys = {.primary = primary,
+                                        .previous = (const struct cs_master *const *)prev,
+                                        .n_previous = nprev}};
     char db[4096];
     snprintf(db, sizeof(db), "%s/%s", dir, CS_STORE_DB_FILE);
     if (access(db, F_OK) != 0) { /* cs_store_open would create an empty store */
@@ -340,8 +336,9 @@ int ctl_backup(int argc, char **argv)
         goto out;
     }
     if (cs_audit_problem(cs_store_audit(s)))
-        fprintf(stderr, "airlockctl: backup: warning: the audit chain is broken (%s); "
-                        "backing up anyway\n",
+        fprintf(stderr,
+                "airlockctl: backup: warning: the audit chain is broken (%s); "
+                "backing up anyway\n",
                 cs_audit_problem(cs_store_audit(s)));
     rc = cs_store_backup(s, argv[optind]);
     if (rc < 0) {
