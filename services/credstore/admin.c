@@ -283,6 +283,9 @@ static void verify_cb(struct al_grpc_call *call, const ProtobufCMessage *req, vo
         return;
     cs_svc_commit(cs);
     int rc = cs_audit_verify(cs->audit, r->from_seq, r->to_seq, &res);
+    /* a broken chain refuses every append: VerifyAudit must still report
+     * what is wrong, so it then answers without its own record (logged) */
+    int broken = cs_audit_problem(cs->audit) != NULL;
     if (rc < 0) {
         if (rc == AL_ERR_INVAL || rc == AL_ERR_NOTFOUND)
             deny(cs, call, ACT(VERIFY_AUDIT), NULL, AL_GRPC_OUT_OF_RANGE, REASON(INVALID_FIELD),
@@ -302,6 +305,12 @@ static void verify_cb(struct al_grpc_call *call, const ProtobufCMessage *req, vo
     char *problem = (char *)hash + CS_HASH_LEN;
     memcpy(hash, res.head_hash, CS_HASH_LEN);
     snprintf(problem, CS_AUDIT_PROBLEM_MAX, "%s", res.problem);
+    if (broken && res.intact) {
+        /* the open found what a ranged check may not see (e.g. truncation) */
+        res.intact = 0;
+        snprintf(res.problem, sizeof(res.problem), "%s", cs_audit_problem(cs->audit));
+        snprintf(problem, CS_AUDIT_PROBLEM_MAX, "%s", res.problem);
+    }
     out->intact = res.intact;
     out->records_checked = res.records_checked;
     out->first_bad_seq = res.first_bad_seq;
@@ -312,7 +321,31 @@ static void verify_cb(struct al_grpc_call *call, const ProtobufCMessage *req, vo
     if (!res.intact)
         AL_LOG_ERROR("credstore.audit_broken", "first_bad_seq=%lld problem=\"%s\"",
                      (long long)res.first_bad_seq, res.problem);
-    allow_read(cs, call, ACT(VERIFY_AUDIT), NULL, &out->base);
+    Airlock__V1__AuditRecord rec;
+    rec_init(&rec, call, ACT(VERIFY_AUDIT), NULL);
+    if (broken || cs_audit_append(cs->audit, &rec, NULL) < 0) {
+        /* a chain that refuses appends is exactly when VerifyAudit must answer */
+        AL_LOG_WARN("credstore.verify_unaudited", "caller=%s reason=\"audit chain broken\"",
+                    al_grpc_call_peer_id(call));
+        if (res.intact && cs_audit_problem(cs->audit)) {
+            out->intact = 0;
+            snprintf(problem, CS_AUDIT_PROBLEM_MAX, "%s", cs_audit_problem(cs->audit));
+        } else if (res.intact) {
+            out->intact = 0;
+            snprintf(problem, CS_AUDIT_PROBLEM_MAX, "the chain refuses new records");
+        }
+        al_grpc_call_reply(call, &out->base);
+        return;
+    }
+    struct cs_waiter *w = waiter_new(call);
+    if (!w) {
+        cs_finish_error(call, AL_GRPC_RESOURCE_EXHAUSTED, REASON(INTERNAL), NULL, "out of memory");
+        return;
+    }
+    w->reply = &out->base;
+    w->next = NULL;
+    *cs->waiting_tail = w;
+    cs->waiting_tail = &w->next;
 }
 
 int cs_admin_register(struct cs_svc *cs)

@@ -65,13 +65,17 @@ static uint8_t *pack_grant(struct al_grpc_call *call, const Airlock__V1__SignedG
     return buf;
 }
 
-static Airlock__V1__ErrorReason grant_reason(int rc)
+static Airlock__V1__ErrorReason grant_reason(int rc, const char *why)
 {
     switch (rc) {
     case AL_ERR_EXPIRED:
         return REASON(GRANT_EXPIRED);
     case AL_ERR_AUTH:
-        return REASON(GRANT_HOLDER_MISMATCH);
+        if (strstr(why, "audience"))
+            return REASON(GRANT_AUDIENCE_MISMATCH);
+        if (strstr(why, "holder"))
+            return REASON(GRANT_HOLDER_MISMATCH);
+        return REASON(GRANT_INVALID);
     default:
         return REASON(GRANT_INVALID);
     }
@@ -199,12 +203,23 @@ static void resolve_cb(struct al_grpc_call *call, const ProtobufCMessage *req, v
                     : AL_ERR_TOOBIG;
     if (rc < 0) {
         char msg[160];
+        Airlock__V1__Grant *seen = NULL;
         snprintf(msg, sizeof(msg), "grant refused: %s", gbytes ? why : "too large");
+        /* a grant that failed after its signature verified (time, audience,
+         * holder, issuer) is still named in the record; a forged one is not */
+        if (rc == AL_ERR_EXPIRED || rc == AL_ERR_AUTH) {
+            seen =
+                airlock__v1__grant__unpack(NULL, x.req->grant->grant.len, x.req->grant->grant.data);
+            if (seen)
+                fill_from_grant(&x.rec, seen);
+        }
         resolve_deny(&x,
                      (rc == AL_ERR_INVAL || rc == AL_ERR_TOOBIG) ? AL_GRPC_INVALID_ARGUMENT
                                                                  : AL_GRPC_PERMISSION_DENIED,
-                     grant_reason(rc), rc == AL_ERR_EXPIRED ? "grant_expired" : "grant_invalid",
-                     msg, NULL);
+                     grant_reason(rc, why),
+                     rc == AL_ERR_EXPIRED ? "grant_expired" : "grant_invalid", msg, NULL);
+        if (seen)
+            airlock__v1__grant__free_unpacked(seen, NULL);
         return;
     }
     fill_from_grant(&x.rec, g);
