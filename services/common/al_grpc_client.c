@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
 
 #include "al_addr.h"
 #include "al_base64.h"
@@ -21,6 +22,7 @@
 #include "al_h2conn.h"
 #include "al_log.h"
 #include "al_resolve.h"
+#include "al_wipe.h"
 
 #define CC_MAX_MD       64
 #define CC_MAX_MD_BYTES (32 * 1024)
@@ -84,18 +86,19 @@ static void ccall_free(struct al_grpc_ccall *cc)
     if (cc->next)
         cc->next->prev = cc->prev;
     ev_timer_stop(ch->loop, &cc->deadline);
+    /* metadata (bearer keys), requests and responses may hold secrets: wiped */
     for (size_t i = 0; i < cc->nmd; i++) {
         free(cc->md[i].name);
-        free(cc->md[i].value);
+        al_wipe_free(cc->md[i].value);
     }
     for (size_t i = 0; i < cc->nrmd; i++) {
         free(cc->rmd[i].key);
-        free(cc->rmd[i].val);
+        al_wipe_free(cc->rmd[i].val);
     }
     free(cc->grpc_message);
     free(cc->path);
-    free(cc->req);
-    free(cc->in);
+    al_wipe_free(cc->req);
+    al_wipe_free(cc->in);
     free(cc);
 }
 
@@ -257,16 +260,17 @@ static void cl_deframe(struct al_grpc_ccall *cc, nghttp2_session *ss)
             cl_fail_local(cc, ss, AL_GRPC_INTERNAL, "compressed or flagged response message");
             return;
         }
-        ProtobufCMessage *m = protobuf_c_message_unpack(cc->resp_desc, NULL, len, msg);
+        ProtobufCMessage *m = protobuf_c_message_unpack(cc->resp_desc, &al_wipe_pb, len, msg);
         memmove(cc->in, cc->in + used, cc->in_len - (size_t)used);
         cc->in_len -= (size_t)used;
+        OPENSSL_cleanse(cc->in + cc->in_len, (size_t)used); /* the moved-from tail */
         if (!m) {
             cl_fail_local(cc, ss, AL_GRPC_INTERNAL, "response message does not parse");
             return;
         }
         if (cc->cbs.on_message && !cc->done)
             cc->cbs.on_message(cc, m, cc->user);
-        protobuf_c_message_free_unpacked(m, NULL);
+        protobuf_c_message_free_unpacked(m, &al_wipe_pb);
     }
 }
 
@@ -285,7 +289,7 @@ static int cl_on_data(nghttp2_session *ss, uint8_t flags, int32_t sid, const uin
             want *= 2;
         if (want > cap + 16384)
             want = cap + 16384;
-        uint8_t *p = want >= cc->in_len + len ? realloc(cc->in, want) : NULL;
+        uint8_t *p = want >= cc->in_len + len ? al_wipe_realloc(cc->in, cc->in_len, want) : NULL;
         if (!p) {
             cl_fail_local(cc, ss, AL_GRPC_RESOURCE_EXHAUSTED,
                           "response message over the size limit");
@@ -692,7 +696,8 @@ static void sync_msg(struct al_grpc_ccall *cc, const ProtobufCMessage *m, void *
     if (!buf)
         return;
     protobuf_c_message_pack(m, buf);
-    st->resp = protobuf_c_message_unpack(st->desc, NULL, len, buf);
+    st->resp = protobuf_c_message_unpack(st->desc, &al_wipe_pb, len, buf);
+    OPENSSL_cleanse(buf, len);
     free(buf);
 }
 
@@ -732,7 +737,7 @@ int al_grpc_unary_sync(const struct al_grpc_channel_opts *opts, const char *path
     ev_loop_destroy(loop);
     if (rc < 0) {
         if (st.resp)
-            protobuf_c_message_free_unpacked(st.resp, NULL);
+            protobuf_c_message_free_unpacked(st.resp, &al_wipe_pb);
         return rc;
     }
     *status = st.status;

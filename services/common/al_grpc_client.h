@@ -20,6 +20,8 @@
 #include <ev.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "al_wipe.h"
+
 struct al_tls;
 struct al_grpc_channel;
 struct al_grpc_ccall;
@@ -52,6 +54,10 @@ struct al_grpc_ccall_cbs {
 int al_grpc_channel_new(struct ev_loop *loop, const struct al_grpc_channel_opts *opts,
                         struct al_grpc_channel **out);
 
+/* Every copy the client makes of a request, a response message or metadata
+ * (bearer keys) is wiped before it is freed (al_wipe.h); messages handed to
+ * on_message are freed, wiped, when it returns. */
+
 /* Starts a call of `path` ("/pkg.Service/Method") with request `req` (packed
  * now; borrowed for the call only) expecting `resp_desc` messages. md is
  * copied. timeout_s > 0 sets grpc-timeout and a local deadline. The call
@@ -76,7 +82,8 @@ void al_grpc_channel_free(struct al_grpc_channel *ch);
 
 /*
  * Blocking unary call on a private loop (for CLIs and tests). *resp gets the
- * response (free with protobuf_c_message_free_unpacked(*resp, NULL)) when
+ * response (free with protobuf_c_message_free_unpacked(*resp, &al_wipe_pb),
+ * which wipes it; NULL frees without wiping) when
  * *status is OK. msg (size msglen) receives grpc-message. Returns 0 when the
  * call ran (look at *status) or a negative code when it could not start.
  */

@@ -1888,6 +1888,19 @@ static int copy_db(sqlite3 *src, sqlite3 *dst)
     return rc == SQLITE_OK ? 0 : cs_sqlite_err(dst, rc, "backup");
 }
 
+int cs_store_audit_local(struct cs_store *s, const Airlock__V1__AuditRecord *rec, int64_t *seq)
+{
+    int rc;
+
+    if (!s || !rec)
+        return AL_ERR_INVAL;
+    rc = cs_audit_begin(s->audit);
+    if (rc < 0)
+        return rc;
+    rc = cs_audit_insert(s->audit, rec, seq);
+    return wr_end(s, rc);
+}
+
 int cs_store_backup(struct cs_store *s, const char *dest)
 {
     char tmp[PATH_MAX], head[PATH_MAX], dir[PATH_MAX];

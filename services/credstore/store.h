@@ -253,6 +253,15 @@ int cs_store_sweep(struct cs_store *s, int64_t now_ms, const char *actor, int *d
  */
 int cs_store_backup(struct cs_store *s, const char *dest_path);
 
+/*
+ * Appends one record to the audit chain in its own write transaction, for
+ * operations done outside the service (airlockctl backup). rec is borrowed;
+ * *seq (may be NULL) gets its seq. Safe while the service runs (the chain is
+ * locked across processes).
+ * Returns 0, AL_ERR_INVAL, AL_ERR_CRYPTO (chain broken) or a database error.
+ */
+int cs_store_audit_local(struct cs_store *s, const Airlock__V1__AuditRecord *rec, int64_t *seq);
+
 /* Counters of cs_store_rotate_master(). */
 struct cs_rotate_stats {
     int64_t versions_rewrapped; /* rows moved to the new key (values re-wrapped) */

@@ -233,7 +233,7 @@ int ctl_keys_rotate_master(int argc, char **argv)
     clock_gettime(CLOCK_REALTIME, &ts);
     rec.time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     rec.caller = who;
-    rec.action = AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_ROTATE;
+    rec.action = AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_MASTER_ROTATE;
     rec.decision = AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW;
     rec.reason = reason;
     rc = cs_store_rotate_master(dir, from, to, &rec, &st);
@@ -272,6 +272,34 @@ static const char backup_help[] =
     "  3. rm -f DIR/credstore.db-wal DIR/credstore.db-shm\n"
     "  4. start it with the master key (and previous keys) in effect when the\n"
     "     backup was taken; then 'airlockctl audit verify'\n";
+
+/* Records the backup (done or failed with rc) in the audit chain. */
+static int backup_audit(struct cs_store *s, const char *dest, int rc)
+{
+    Airlock__V1__AuditRecord rec = AIRLOCK__V1__AUDIT_RECORD__INIT;
+    char who[256], reason[512], abs[4096];
+    struct timespec ts;
+    int arc;
+
+    local_operator(who, sizeof(who));
+    if (!realpath(dest, abs))
+        snprintf(abs, sizeof(abs), "%s", dest);
+    if (rc == 0)
+        snprintf(reason, sizeof(reason), "backup written to %.400s", abs);
+    else
+        snprintf(reason, sizeof(reason), "backup to %.400s failed: %.64s", abs, al_strerror(rc));
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rec.time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    rec.caller = who;
+    rec.action = AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_BACKUP;
+    rec.decision = rc == 0 ? AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW
+                           : AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_DENY;
+    rec.reason = reason;
+    arc = cs_store_audit_local(s, &rec, NULL);
+    if (arc < 0)
+        fprintf(stderr, "airlockctl: backup: audit append: %s\n", al_strerror(arc));
+    return arc;
+}
 
 int ctl_backup(int argc, char **argv)
 {
@@ -341,6 +369,9 @@ int ctl_backup(int argc, char **argv)
                 "backing up anyway\n",
                 cs_audit_problem(cs_store_audit(s)));
     rc = cs_store_backup(s, argv[optind]);
+    if (backup_audit(s, argv[optind], rc) < 0 && rc == 0)
+        fprintf(stderr, "airlockctl: backup: warning: the backup is written but its audit "
+                        "record could not be appended\n");
     if (rc < 0) {
         fprintf(stderr, "airlockctl: backup: %s: %s\n", argv[optind], al_strerror(rc));
         rc = CTL_EXIT_FAIL;
