@@ -29,6 +29,7 @@ static const struct ctl_cmd cmds[] = {
     {"cred", "credentials in airlock-credstore: put, bind, rotate, rm, ls, show", ctl_cred},
     {"audit", "credstore audit chain: tail, verify", ctl_audit},
     {"backup", "online backup of a credstore database", ctl_backup},
+    {"issuers", "credstore trusted grant issuers and their scopes: ls, entry", ctl_issuers},
     {"grants", "mint test grants (development tool)", ctl_grants},
 };
 
