@@ -35,6 +35,9 @@ int ctl_audit(int argc, char **argv);  /* services/ctl/audit.c */
 int ctl_backup(int argc, char **argv); /* services/ctl/master.c */
 int ctl_grants(int argc, char **argv); /* services/ctl/grants.c */
 int ctl_issuers(int argc, char **argv); /* services/ctl/issuers.c */
+int ctl_run(int argc, char **argv);     /* services/ctl/jobs.c */
+int ctl_jobs(int argc, char **argv);    /* services/ctl/jobs.c */
+int ctl_files(int argc, char **argv);   /* services/ctl/jobs.c */
 /* services/ctl/master.c: "keys" = ctl_keys's subcommands plus gen-master and rotate-master */
 int ctl_keys_all(int argc, char **argv);
 int ctl_keys_gen_master(int argc, char **argv);    /* argv[0] == "gen-master" */

@@ -30,7 +30,15 @@ struct ctl_rpc {
     struct al_tls *tls;
     struct al_grpc_channel *ch;
     int quiet;
+    char last_err[1024]; /* the last failure, as printed */
+    char *bearer;       /* "Bearer <key>", wiped on close */
+    size_t bearer_len;
 };
+
+static const char *svc_name(const struct ctl_rpc_opts *o)
+{
+    return o->service ? o->service : "credstore";
+}
 
 /* ---------- flags ---------- */
 
@@ -46,8 +54,7 @@ void ctl_rpc_opts_init(struct ctl_rpc_opts *o, const char *what, const char *def
 void ctl_rpc_help(const struct ctl_rpc_opts *o)
 {
     printf("\nconnection:\n"
-           "  --addr HOST:PORT     credstore address (default $" CTL_CREDSTORE_ADDR_ENV
-           ", else " CTL_CREDSTORE_ADDR_DEFAULT ")\n"
+           "  --addr HOST:PORT     %s address (default $%s, else %s)\n"
            "  --identity ROLE/NAME mTLS identity from $AIRLOCK_HOME/pki (default %s)\n"
            "  --cert FILE --key FILE\n"
            "                       client certificate and key instead of --identity\n"
@@ -56,7 +63,9 @@ void ctl_rpc_help(const struct ctl_rpc_opts *o)
            "  --timeout SECONDS    deadline of each call (default %g)\n"
            "Exit status: 0 done, 1 the call or operation failed (gRPC status, message and\n"
            "ErrorDetail reason on stderr), 2 usage error.\n",
-           o->default_identity, o->timeout_s);
+           svc_name(o), o->addr_env ? o->addr_env : CTL_CREDSTORE_ADDR_ENV,
+           o->addr_default ? o->addr_default : CTL_CREDSTORE_ADDR_DEFAULT, o->default_identity,
+           o->timeout_s);
 }
 
 int ctl_rpc_opt(struct ctl_rpc_opts *o, int c, const char *arg)
@@ -162,10 +171,13 @@ int ctl_rpc_open(const struct ctl_rpc_opts *o, const char *expect_peer, struct c
     }
     r->o = *o;
     if (!r->o.addr) {
-        const char *env = getenv(CTL_CREDSTORE_ADDR_ENV);
-        r->o.addr = env && *env ? env : CTL_CREDSTORE_ADDR_DEFAULT;
+        const char *env = getenv(o->addr_env ? o->addr_env : CTL_CREDSTORE_ADDR_ENV);
+        r->o.addr = env && *env ? env
+                                : (o->addr_default ? o->addr_default : CTL_CREDSTORE_ADDR_DEFAULT);
     }
-    struct al_tls_opts to = {.cert_file = cert, .key_file = key, .ca_file = ca};
+    struct al_tls_opts to = {.cert_file = o->server_auth_only ? NULL : cert,
+                             .key_file = o->server_auth_only ? NULL : key,
+                             .ca_file = ca};
     rc = al_tls_new(&to, &r->tls);
     if (rc < 0) {
         fprintf(stderr, "airlockctl: %s: cannot load TLS files (%s, %s, %s): %s\n", o->what, cert,
@@ -197,8 +209,69 @@ void ctl_rpc_close(struct ctl_rpc *r)
     al_tls_free(r->tls);
     if (r->loop)
         ev_loop_destroy(r->loop);
+    if (r->bearer) {
+        OPENSSL_cleanse(r->bearer, r->bearer_len);
+        free(r->bearer);
+    }
     free(r);
 }
+
+/* The call's metadata: the bearer key if set. Returns the count. */
+static size_t call_md(const struct ctl_rpc *r, struct al_grpc_md *md)
+{
+    if (!r->bearer)
+        return 0;
+    md->key = "authorization";
+    md->value = r->bearer;
+    md->len = r->bearer_len;
+    return 1;
+}
+
+const char *ctl_rpc_last_error(const struct ctl_rpc *r)
+{
+    return r->last_err;
+}
+
+struct ev_loop *ctl_rpc_loop(struct ctl_rpc *r)
+{
+    return r->loop;
+}
+
+void ctl_rpc_fire(struct ctl_rpc *r, const char *path, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *desc)
+{
+    static const struct al_grpc_ccall_cbs cbs = {NULL, NULL};
+    struct al_grpc_md md[1];
+    size_t nmd = call_md(r, md);
+
+    (void)al_grpc_channel_call(r->ch, path, req, desc, md, nmd, r->o.timeout_s, &cbs, NULL, NULL);
+}
+
+int ctl_rpc_set_bearer(struct ctl_rpc *r, const char *key, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)key[i] < 0x21 || (unsigned char)key[i] > 0x7e) {
+            fprintf(stderr, "airlockctl: %s: the API key holds bytes not allowed in a header\n",
+                    r->o.what);
+            return CTL_EXIT_FAIL;
+        }
+    }
+    if (r->bearer) {
+        OPENSSL_cleanse(r->bearer, r->bearer_len);
+        free(r->bearer);
+    }
+    r->bearer_len = len + 7;
+    r->bearer = malloc(r->bearer_len + 1);
+    if (!r->bearer) {
+        fprintf(stderr, "airlockctl: %s: out of memory\n", r->o.what);
+        return CTL_EXIT_FAIL;
+    }
+    memcpy(r->bearer, "Bearer ", 7);
+    memcpy(r->bearer + 7, key, len);
+    r->bearer[r->bearer_len] = '\0';
+    return 0;
+}
+
 
 void ctl_rpc_quiet(struct ctl_rpc *r, int quiet)
 {
@@ -260,18 +333,19 @@ static void on_done(struct al_grpc_ccall *cc, int status, const char *message, v
     }
 }
 
-static void report(const struct ctl_rpc *r, const struct call_state *st)
+/* Formats the failure into r->last_err and prints it unless r is quiet. */
+static void report(struct ctl_rpc *r, const struct call_state *st)
 {
-    fprintf(stderr, "airlockctl: %s: %s: %s", r->o.what, al_grpc_status_name(st->status),
-            st->msg[0] ? st->msg : "(no message)");
-    if (st->reason || st->field[0]) {
-        fprintf(stderr, " [reason %s",
-                ctl_enum_name(&airlock__v1__error_reason__descriptor, st->reason));
-        if (st->field[0])
-            fprintf(stderr, ", field %s", st->field);
-        fputc(']', stderr);
-    }
-    fputc('\n', stderr);
+    char extra[256] = "";
+
+    if (st->reason || st->field[0])
+        snprintf(extra, sizeof(extra), " [reason %s%s%s]",
+                 ctl_enum_name(&airlock__v1__error_reason__descriptor, st->reason),
+                 st->field[0] ? ", field " : "", st->field);
+    snprintf(r->last_err, sizeof(r->last_err), "%s: %s%s", al_grpc_status_name(st->status),
+             st->msg[0] ? st->msg : "(no message)", extra);
+    if (!r->quiet)
+        fprintf(stderr, "airlockctl: %s: %s\n", r->o.what, r->last_err);
 }
 
 int ctl_rpc_call(struct ctl_rpc *r, const char *path, const ProtobufCMessage *req,
@@ -282,8 +356,11 @@ int ctl_rpc_call(struct ctl_rpc *r, const char *path, const ProtobufCMessage *re
     struct call_state st = {.desc = desc};
     int rc;
 
+    struct al_grpc_md md[1];
+    size_t nmd = call_md(r, md);
+
     *resp = NULL;
-    rc = al_grpc_channel_call(r->ch, path, req, desc, NULL, 0, r->o.timeout_s, &cbs, &st, NULL);
+    rc = al_grpc_channel_call(r->ch, path, req, desc, md, nmd, r->o.timeout_s, &cbs, &st, NULL);
     if (rc < 0) {
         fprintf(stderr, "airlockctl: %s: %s: %s\n", r->o.what, r->o.addr, al_strerror(rc));
         return CTL_EXIT_FAIL;
@@ -305,8 +382,63 @@ int ctl_rpc_call(struct ctl_rpc *r, const char *path, const ProtobufCMessage *re
         return 0;
     }
     ctl_rpc_free_resp(st.resp);
-    if (!r->quiet)
-        report(r, &st);
+    report(r, &st);
+    return CTL_EXIT_FAIL;
+}
+
+struct stream_state {
+    struct call_state st;
+    int (*on_msg)(const ProtobufCMessage *m, void *user);
+    void *user;
+    int stop;
+};
+
+static void on_stream_message(struct al_grpc_ccall *cc, const ProtobufCMessage *m, void *user)
+{
+    struct stream_state *ss = user;
+
+    (void)cc;
+    if (!ss->stop && ss->on_msg(m, ss->user))
+        ss->stop = 1;
+}
+
+static void on_stream_done(struct al_grpc_ccall *cc, int status, const char *message, void *user)
+{
+    struct stream_state *ss = user;
+
+    on_done(cc, status, message, &ss->st);
+}
+
+int ctl_rpc_stream(struct ctl_rpc *r, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *desc, double timeout_s,
+                   int (*on_msg)(const ProtobufCMessage *m, void *user), void *user, int *status,
+                   int *reason)
+{
+    static const struct al_grpc_ccall_cbs cbs = {on_stream_message, on_stream_done};
+    struct stream_state ss = {.st = {.desc = desc}, .on_msg = on_msg, .user = user};
+    struct al_grpc_ccall *cc = NULL;
+    struct al_grpc_md md[1];
+    size_t nmd = call_md(r, md);
+    int rc;
+
+    rc = al_grpc_channel_call(r->ch, path, req, desc, md, nmd, timeout_s, &cbs, &ss, &cc);
+    if (rc < 0) {
+        fprintf(stderr, "airlockctl: %s: %s: %s\n", r->o.what, r->o.addr, al_strerror(rc));
+        return CTL_EXIT_FAIL;
+    }
+    while (!ss.st.finished && !ss.stop)
+        ev_run(r->loop, EVRUN_ONCE);
+    if (ss.stop && !ss.st.finished) {
+        al_grpc_ccall_cancel(cc); /* no callback runs after this */
+        ss.st.status = AL_GRPC_OK;
+    }
+    if (status)
+        *status = ss.st.status;
+    if (reason)
+        *reason = ss.st.reason;
+    if (ss.st.status == AL_GRPC_OK)
+        return 0;
+    report(r, &ss.st);
     return CTL_EXIT_FAIL;
 }
 

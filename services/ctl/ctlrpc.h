@@ -19,6 +19,8 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+struct ev_loop;
+
 #define CTL_CREDSTORE_ADDR_DEFAULT "127.0.0.1:7410"
 #define CTL_CREDSTORE_ADDR_ENV     "AIRLOCK_CREDSTORE_ADDR"
 #define CTL_CREDSTORE_PEER         "spiffe://airlock/credstore/"
@@ -53,6 +55,11 @@ struct ctl_rpc_opts {
     const char *default_identity;
     const char *cert, *key, *ca;
     double timeout_s; /* per call; > 0 */
+    /* The service called; all NULL = the credstore (CTL_CREDSTORE_*). */
+    const char *service;      /* name in --help, e.g. "intake" */
+    const char *addr_env;     /* environment variable naming its address */
+    const char *addr_default; /* address when neither --addr nor addr_env is set */
+    int server_auth_only;     /* TLS without a client certificate (API key callers) */
 };
 
 /* Prints the "connection:" section of a --help (o's defaults) to stdout. */
@@ -114,6 +121,37 @@ void ctl_rpc_close(struct ctl_rpc *r);
 int ctl_rpc_call(struct ctl_rpc *r, const char *path, const ProtobufCMessage *req,
                  const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp, int *status,
                  int *reason);
+
+/*
+ * Sends `authorization: Bearer <key>` with every call (API key callers).
+ * The key is copied into a buffer that is wiped by ctl_rpc_close. Returns 0
+ * or CTL_EXIT_FAIL (out of memory, key with bytes not allowed in a header).
+ */
+int ctl_rpc_set_bearer(struct ctl_rpc *r, const char *key, size_t len);
+
+/*
+ * Server-streaming call: sends req, then runs on_msg for each response
+ * message (borrowed, valid during the callback) until the stream ends or
+ * on_msg returns non-zero (the call is then cancelled and counts as OK).
+ * timeout_s 0 = no deadline (Watch-style streams). Failures are reported as
+ * by ctl_rpc_call. Returns 0 or CTL_EXIT_FAIL; *status / *reason as there.
+ */
+int ctl_rpc_stream(struct ctl_rpc *r, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *desc, double timeout_s,
+                   int (*on_msg)(const ProtobufCMessage *m, void *user), void *user, int *status,
+                   int *reason);
+
+/* The last failure of a call or stream on r ("STATUS: message [reason ...]"), or "". */
+const char *ctl_rpc_last_error(const struct ctl_rpc *r);
+
+/* r's event loop (e.g. to watch signals while a stream runs). */
+struct ev_loop *ctl_rpc_loop(struct ctl_rpc *r);
+
+/* Starts a unary call and does not wait for (or report) its outcome; it
+ * completes while a later call or stream runs the loop (e.g. a Cancel sent
+ * from a signal watcher during a Watch). */
+void ctl_rpc_fire(struct ctl_rpc *r, const char *path, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *desc);
 
 /* Stops ctl_rpc_call from printing failures (the caller reports them). */
 void ctl_rpc_quiet(struct ctl_rpc *r, int quiet);

@@ -30,6 +30,9 @@ static const struct ctl_cmd cmds[] = {
     {"audit", "credstore audit chain: tail, verify", ctl_audit},
     {"backup", "online backup of a credstore database", ctl_backup},
     {"issuers", "credstore trusted grant issuers and their scopes: ls, entry", ctl_issuers},
+    {"run", "run a command in a sandbox through airlock-intake, output streamed live", ctl_run},
+    {"jobs", "jobs in airlock-intake: ls, get, watch, cancel", ctl_jobs},
+    {"files", "files in a session's sandbox workspace: get, put, ls", ctl_files},
     {"grants", "mint test grants (development tool)", ctl_grants},
 };
 
