@@ -214,11 +214,31 @@ int al_service_init(struct al_service *svc, const char *name, struct al_service_
     return 0;
 }
 
+static void maybe_stop(struct al_service *svc)
+{
+    if (!svc->draining || !svc->grpc_drained || svc->holds > 0)
+        return;
+    AL_LOG_INFO("service.stop", "reason=drained");
+    ev_break(svc->loop, EVBREAK_ALL);
+}
+
 static void drained_cb(void *user)
 {
     struct al_service *svc = user;
-    AL_LOG_INFO("service.stop", "reason=drained");
-    ev_break(svc->loop, EVBREAK_ALL);
+    svc->grpc_drained = 1;
+    maybe_stop(svc);
+}
+
+void al_service_hold(struct al_service *svc)
+{
+    svc->holds++;
+}
+
+void al_service_release(struct al_service *svc)
+{
+    if (svc->holds > 0)
+        svc->holds--;
+    maybe_stop(svc);
 }
 
 void al_service_drain(struct al_service *svc)
@@ -235,7 +255,8 @@ void al_service_drain(struct al_service *svc)
 
 int al_service_run(struct al_service *svc)
 {
-    int rc = al_grpc_server_start(svc->grpc);
+    int listening = svc->cfg->listen && svc->cfg->listen[0];
+    int rc = listening ? al_grpc_server_start(svc->grpc) : 0;
     if (rc < 0) {
         AL_LOG_ERROR("service.listen", "addr=%s reason=\"%s\"", svc->cfg->listen, al_strerror(rc));
         return rc;

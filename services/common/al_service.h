@@ -58,6 +58,8 @@ struct al_service {
     struct al_ops *ops;
     ev_signal sig_term, sig_int, sig_hup;
     int draining;
+    int holds;        /* al_service_hold(): work the drain must wait for */
+    int grpc_drained; /* the gRPC server finished draining */
     /* optional hooks */
     void (*on_reload)(struct al_service *svc); /* after a SIGHUP reload */
     void (*on_drain)(struct al_service *svc);  /* SIGTERM: before connections drain */
@@ -81,13 +83,22 @@ int al_service_load_config(const char *prog, const char *summary, void *cfg, siz
 void al_service_free_config(void *cfg, size_t common_off, const struct al_cfg_field *own_fields,
                             size_t nown);
 
-/* Builds TLS, metrics, gRPC server (not yet listening), health and the ops
+/* Builds TLS, metrics, gRPC server (not yet listening; listen = "" means it
+ * never listens: egress-only services keep just the ops port), health and the ops
  * port. cfg is borrowed for the service's life. Returns 0 or a negative code
  * (logged). */
 int al_service_init(struct al_service *svc, const char *name, struct al_service_config *cfg);
 
 /* Starts listening and runs the loop until drained. Returns 0 or a negative code. */
 int al_service_run(struct al_service *svc);
+
+/*
+ * Work the drain must wait for besides gRPC calls (e.g. an executor's running
+ * jobs): the loop ends when the server has drained and every hold is
+ * released. Take holds before or during on_drain.
+ */
+void al_service_hold(struct al_service *svc);
+void al_service_release(struct al_service *svc);
 
 /* Starts the drain programmatically (as SIGTERM does). */
 void al_service_drain(struct al_service *svc);
