@@ -7,6 +7,13 @@
  * context they were created with (OpenSSL reference-counts it), so a SIGHUP
  * reload never drops an open connection. New connections use the new context.
  *
+ * Every context sets SSL_OP_CLEANSE_PLAINTEXT: OpenSSL cleanses deciphered
+ * application data as soon as SSL_read() has passed it on, and when the
+ * connection is released, so a secret received over TLS leaves no copy in
+ * OpenSSL's read buffer (outgoing records are encrypted in place in the write
+ * buffer, so no plaintext stays there either). tests/integration/credstore.sh
+ * scans a running credstore's memory for this.
+ *
  * Lifecycle: al_tls_new() -> al_tls_ssl_new() per connection -> al_tls_free().
  */
 #ifndef AL_TLS_H

@@ -4,7 +4,10 @@
  * gets PERMISSION_DENIED, and the refusal is audited like every call.
  * Changes (Put, Rotate, Delete) are audited inside their own transaction;
  * reads and refusals go through the group commit (svc.h). No call ever
- * returns a value: Put and Rotate take one, nothing gives one back.
+ * returns a value: Put and Rotate take one, nothing gives one back. Put and
+ * Rotate are registered as sensitive methods (al_grpc.h): the request bytes,
+ * the unpacked request (its arena) and the HTTP/2 and TLS buffers that carried
+ * the value are wiped once the call is done.
  */
 #include <stdio.h>
 #include <string.h>
@@ -287,9 +290,14 @@ static void verify_cb(struct al_grpc_call *call, const ProtobufCMessage *req, vo
      * what is wrong, so it then answers without its own record (logged) */
     int broken = cs_audit_problem(cs->audit) != NULL;
     if (rc < 0) {
-        if (rc == AL_ERR_INVAL || rc == AL_ERR_NOTFOUND)
+        /* as credstore.proto says: a reversed range is INVALID_ARGUMENT, one
+         * that reaches beyond the head OUT_OF_RANGE */
+        if (rc == AL_ERR_INVAL)
+            deny(cs, call, ACT(VERIFY_AUDIT), NULL, AL_GRPC_INVALID_ARGUMENT, REASON(INVALID_FIELD),
+                 "bad_range", "from_seq is after to_seq, or negative");
+        else if (rc == AL_ERR_NOTFOUND)
             deny(cs, call, ACT(VERIFY_AUDIT), NULL, AL_GRPC_OUT_OF_RANGE, REASON(INVALID_FIELD),
-                 "bad_range", "from_seq/to_seq outside the chain");
+                 "bad_range", "from_seq/to_seq beyond the head of the chain");
         else
             store_error(cs, call, ACT(VERIFY_AUDIT), NULL, rc, &none);
         return;
@@ -351,7 +359,7 @@ static void verify_cb(struct al_grpc_call *call, const ProtobufCMessage *req, vo
 int cs_admin_register(struct cs_svc *cs)
 {
     static const struct al_grpc_method_impl impls[] = {
-        {"Put", put_cb},           {"Rotate", rotate_cb},     {"Delete", delete_cb},
+        {"Put", put_cb, 1},        {"Rotate", rotate_cb, 1},  {"Delete", delete_cb},
         {"List", list_cb},         {"Describe", describe_cb}, {"QueryAudit", query_cb},
         {"VerifyAudit", verify_cb}};
     return al_grpc_server_add_service(cs->svc.grpc, &airlock__v1__credential_admin__descriptor,

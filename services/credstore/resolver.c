@@ -12,8 +12,15 @@
  *
  * AppendAudit: an edge records its own uses of a cached value; each record
  * must refer to a grant in the batch that verifies and names the caller as
- * holder. A batch id already committed for this caller is acknowledged
- * without being appended twice.
+ * holder, name a credential that grant names, and stay within the field
+ * limits (path and reason 1024 bytes, destination 300, method 32,
+ * request_id and tool 256). No text field may contain the value of the
+ * record's credential (raw, hex or base64, checked against the current and
+ * the named version): the chain is append-only, so a value written there
+ * could never be removed. The batch id is 32 hex digits; a batch id already
+ * committed for this caller is acknowledged without being appended twice.
+ * A refused batch appends none of its records, only one APPEND_AUDIT DENY
+ * record saying why, and the error is sent once that record is durable.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +28,7 @@
 
 #include "airlock/v1/credstore.pb-c.h"
 #include "airlock/v1/grant.pb-c.h"
+#include "al_base64.h"
 #include "al_err.h"
 #include "al_grant.h"
 #include "al_log.h"
@@ -90,12 +98,20 @@ struct resolve_ctx {
     char dest_canon[300];
 };
 
+/* The buffer a Resolve decrypts the value into (cs_svc_value_get). */
+struct value_buf {
+    uint8_t *p;
+    size_t cap; /* as asked of cs_svc_value_get */
+    size_t len; /* bytes written */
+};
+
+/* v (may be NULL): a value buffer to wipe and give back. */
 static void resolve_deny(struct resolve_ctx *x, int status, Airlock__V1__ErrorReason reason,
-                         const char *why, const char *msg, uint8_t *secret)
+                         const char *why, const char *msg, const struct value_buf *v)
 {
     struct cs_waiter *w = waiter_new(x->call);
-    if (secret)
-        cs_secure_free(secret);
+    if (v)
+        cs_svc_value_put(x->cs, v->p, v->cap, v->len);
     al_metric_add(x->cs->m_resolve_deny, 1);
     if (!w) {
         cs_finish_error(x->call, AL_GRPC_RESOURCE_EXHAUSTED, REASON(INTERNAL), NULL,
@@ -132,8 +148,8 @@ static void canon_dest(struct resolve_ctx *x)
         x->rec.destination = "(invalid)";
 }
 
-static void resolve_allow(struct resolve_ctx *x, const Airlock__V1__Grant *g, uint8_t *value,
-                          const struct cs_value_info *info)
+static void resolve_allow(struct resolve_ctx *x, const Airlock__V1__Grant *g,
+                          const struct value_buf *v, const struct cs_value_info *info)
 {
     struct al_arena *a = al_grpc_call_arena(x->call);
     struct cs_waiter *w = waiter_new(x->call);
@@ -141,7 +157,7 @@ static void resolve_allow(struct resolve_ctx *x, const Airlock__V1__Grant *g, ui
     int64_t now = cs_now_ms();
 
     if (!w || !resp) {
-        cs_secure_free(value);
+        cs_svc_value_put(x->cs, v->p, v->cap, v->len);
         cs_finish_error(x->call, AL_GRPC_RESOURCE_EXHAUSTED, REASON(INTERNAL), NULL,
                         "out of memory");
         return;
@@ -152,7 +168,7 @@ static void resolve_allow(struct resolve_ctx *x, const Airlock__V1__Grant *g, ui
         expires = now + x->cs->cfg.max_ttl_ms;
     if (info->grace_end_ms && info->grace_end_ms < expires)
         expires = info->grace_end_ms;
-    resp->value.data = value;
+    resp->value.data = v->p;
     resp->value.len = info->len;
     resp->version = info->version;
     resp->type = info->type;
@@ -160,13 +176,41 @@ static void resolve_allow(struct resolve_ctx *x, const Airlock__V1__Grant *g, ui
     resp->expires_ms = expires;
     resp->ttl_ms = expires > now ? expires - now : 0;
     w->reply = &resp->base;
-    w->secret = value; /* wiped once the reply is packed, or on failure */
+    w->secret = v->p; /* wiped once the reply is packed, or on failure */
+    w->secret_cap = v->cap;
+    w->secret_len = v->len;
     w->audit_seq_out = &resp->audit_seq;
     x->rec.version = info->version;
     al_metric_add(x->cs->m_resolve_allow, 1);
     AL_LOG_INFO("credstore.resolve", "decision=allow caller=%s credential=%s version=%d grant=%s",
                 x->rec.caller, x->rec.credential, info->version, g->grant_id);
     cs_svc_await_audit(x->cs, w, &x->rec);
+}
+
+/* Decrypts the credential's current value into a pooled buffer: a one-page
+ * buffer first, a CS_VALUE_MAX one only for a value that does not fit (the
+ * store writes nothing then). */
+static int read_value(struct resolve_ctx *x, struct value_buf *v, struct cs_value_info *info,
+                      enum cs_why *why)
+{
+    struct al_arena *a = al_grpc_call_arena(x->call);
+    const char *name = x->req->credential;
+    int rc;
+
+    v->cap = CS_VALUE_SMALL;
+    v->p = cs_svc_value_get(x->cs, v->cap);
+    rc = v->p ? cs_store_get_value(x->cs->store, name, 0, cs_now_ms(), v->p, v->cap, a, info, why)
+              : AL_ERR_NOMEM;
+    if (rc == AL_ERR_TOOBIG) {
+        cs_svc_value_put(x->cs, v->p, v->cap, v->cap);
+        v->cap = CS_VALUE_MAX;
+        v->p = cs_svc_value_get(x->cs, v->cap);
+        rc = v->p ? cs_store_get_value(x->cs->store, name, 0, cs_now_ms(), v->p, v->cap, a, info,
+                                       why)
+                  : AL_ERR_NOMEM;
+    }
+    v->len = rc == 0 ? info->len : 0; /* a failed read is wiped by the store */
+    return rc;
 }
 
 static void resolve_cb(struct al_grpc_call *call, const ProtobufCMessage *req, void *user)
@@ -223,17 +267,15 @@ static void resolve_cb(struct al_grpc_call *call, const ProtobufCMessage *req, v
         return;
     }
     fill_from_grant(&x.rec, g);
-    uint8_t *value = cs_secure_alloc(CS_VALUE_MAX);
+    struct value_buf v = {0};
     struct cs_value_info info = {0};
     enum cs_why swhy = CS_WHY_NONE;
-    rc = value ? cs_store_get_value(cs->store, x.req->credential, 0, cs_now_ms(), value,
-                                    CS_VALUE_MAX, al_grpc_call_arena(call), &info, &swhy)
-               : AL_ERR_NOMEM;
+    rc = read_value(&x, &v, &info, &swhy);
     if (rc < 0) {
         resolve_deny(&x, rc == AL_ERR_NOTFOUND ? AL_GRPC_NOT_FOUND : AL_GRPC_FAILED_PRECONDITION,
                      rc == AL_ERR_NOTFOUND ? REASON(NOT_FOUND) : REASON(POLICY_DENIED),
                      swhy != CS_WHY_NONE ? cs_why_str(swhy) : al_strerror(rc),
-                     "credential not available", value);
+                     "credential not available", &v);
         goto out;
     }
     struct cs_policy_input pin = {.grant = g,
@@ -252,16 +294,27 @@ static void resolve_cb(struct al_grpc_call *call, const ProtobufCMessage *req, v
         char msg[160];
         snprintf(msg, sizeof(msg), "denied by policy: %s", why);
         resolve_deny(&x, AL_GRPC_PERMISSION_DENIED, cs_deny_error_reason(rc), cs_deny_name(rc), msg,
-                     value);
+                     &v);
         goto out;
     }
     /* the record points into g: cs_audit_append() copies it before g is freed */
-    resolve_allow(&x, g, value, &info);
+    resolve_allow(&x, g, &v, &info);
 out:
     al_grant_free(g);
 }
 
 /* ---------- AppendAudit ---------- */
+
+/* Longest text fields of an EdgeUseRecord (bytes). path is the proto's own
+ * limit; the others bound what an edge can make the chain store. */
+#define REC_PATH_MAX   1024
+#define REC_REASON_MAX 1024
+#define REC_DEST_MAX   300
+#define REC_METHOD_MAX 32
+#define REC_ID_MAX     256 /* request_id, tool */
+/* Values shorter than this are not looked for in records (too many false hits). */
+#define LEAK_MIN_VALUE 8
+#define LEAK_FORMS     8
 
 static const Airlock__V1__Grant *find_grant(Airlock__V1__Grant **gs, size_t n, const char *id)
 {
@@ -294,70 +347,259 @@ static int verify_for_audit(struct cs_svc *cs, struct al_grpc_call *call,
     return al_grant_verify(cs->keyring, bytes, len, &want, at, out, why, sizeof(why));
 }
 
-static void append_cb(struct al_grpc_call *call, const ProtobufCMessage *req, void *user)
+/*
+ * A refused batch: one APPEND_AUDIT DENY record (the caller and why; the
+ * batch id only inside the reason, and only when well-formed, since a record
+ * carrying batch_id would make the corrected resend of that batch look like
+ * a duplicate), then the error once the record is durable. msg never holds
+ * request text, so it cannot carry a value.
+ */
+static void append_refuse(struct cs_svc *cs, struct al_grpc_call *call, const char *batch_id,
+                          int status, Airlock__V1__ErrorReason reason, const char *msg)
 {
-    struct cs_svc *cs = user;
-    const Airlock__V1__AppendAuditRequest *r = (const void *)req;
-    const char *caller = al_grpc_call_peer_id(call);
-    Airlock__V1__Grant **gs = NULL;
-    struct al_arena *a = al_grpc_call_arena(call);
-    int64_t first = 0, last = 0;
-    int32_t count = 0;
-
-    if (!edge_role(caller)) {
-        cs_finish_error(call, AL_GRPC_PERMISSION_DENIED, REASON(IDENTITY_NOT_ALLOWED), NULL,
-                        "AppendAudit is only for executor and gateway identities");
-        return;
-    }
-    if (!r->batch_id || strlen(r->batch_id) != 32 || r->n_records == 0 ||
-        r->n_records > MAX_BATCH) {
-        cs_finish_error(call, AL_GRPC_INVALID_ARGUMENT, REASON(INVALID_FIELD), "batch_id",
-                        "batch_id must be 32 hex digits and records 1..1000");
-        return;
-    }
-    Airlock__V1__AppendAuditResponse *resp = al_arena_alloc(a, sizeof(*resp));
-    if (!resp)
-        goto nomem;
-    airlock__v1__append_audit_response__init(resp);
-    cs_svc_commit(cs); /* so a batch sent twice in one loop turn is found */
-    if (cs_audit_find_batch(cs->audit, caller, r->batch_id, cs_now_ms() - 24 * 3600 * 1000LL,
-                            &first, &last, &count) == 0) {
-        resp->accepted = count;
-        resp->first_seq = first;
-        resp->last_seq = last;
-        resp->duplicate = 1;
-        al_grpc_call_reply(call, &resp->base);
-        return;
-    }
-    gs = calloc(r->n_grants + 1, sizeof(*gs));
-    if (!gs)
-        goto nomem;
-    for (size_t i = 0; i < r->n_grants; i++) {
-        if (verify_for_audit(cs, call, r->grants[i], &gs[i]) < 0) {
-            cs_finish_error(call, AL_GRPC_PERMISSION_DENIED, REASON(GRANT_INVALID), "grants",
-                            "a grant of the batch does not verify for this caller");
-            goto out;
-        }
-    }
+    Airlock__V1__AuditRecord rec = AIRLOCK__V1__AUDIT_RECORD__INIT;
     struct cs_waiter *w = waiter_new(call);
-    if (!w)
-        goto nomem;
-    for (size_t i = 0; i < r->n_records; i++) {
-        const Airlock__V1__EdgeUseRecord *e = r->records[i];
-        const Airlock__V1__Grant *g = find_grant(gs, r->n_grants, e->grant_id ? e->grant_id : "");
-        if (!g) {
-            cs_finish_error(call, AL_GRPC_INVALID_ARGUMENT, REASON(INVALID_FIELD), "records",
-                            "a record names a grant that is not in the batch");
-            goto out;
+    char why[256];
+
+    if (!w) {
+        cs_finish_error(call, AL_GRPC_RESOURCE_EXHAUSTED, REASON(INTERNAL), NULL, "out of memory");
+        return;
+    }
+    snprintf(why, sizeof(why), "batch %s refused: %s", batch_id ? batch_id : "(bad id)", msg);
+    rec.action = ACT(APPEND_AUDIT);
+    rec.decision = DENY;
+    rec.caller = (char *)al_grpc_call_peer_id(call);
+    rec.reason = why;
+    w->status = status;
+    w->reason = reason;
+    snprintf(w->message, sizeof(w->message), "%s", msg);
+    AL_LOG_INFO("credstore.append_audit", "decision=deny caller=%s reason=\"%s\"",
+                rec.caller[0] ? rec.caller : "-", msg);
+    cs_svc_await_audit(cs, w, &rec);
+}
+
+static int is_hex32(const char *s)
+{
+    size_t n = 0;
+    for (; s && s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f') ||
+              (s[n] >= 'A' && s[n] <= 'F')))
+            return 0;
+    return n == 32;
+}
+
+static int names_credential(const Airlock__V1__Grant *g, const char *name)
+{
+    for (size_t i = 0; i < g->n_credentials; i++)
+        if (strcmp(g->credentials[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* The text fields of a record, for the length caps and the value search. */
+struct rec_text {
+    const char *field;
+    const char *s;
+    size_t max;
+};
+
+static size_t rec_texts(const Airlock__V1__EdgeUseRecord *e, struct rec_text t[6])
+{
+    t[0] = (struct rec_text){"path", e->path, REC_PATH_MAX};
+    t[1] = (struct rec_text){"reason", e->reason, REC_REASON_MAX};
+    t[2] = (struct rec_text){"destination", e->destination, REC_DEST_MAX};
+    t[3] = (struct rec_text){"method", e->method, REC_METHOD_MAX};
+    t[4] = (struct rec_text){"request_id", e->request_id, REC_ID_MAX};
+    t[5] = (struct rec_text){"tool", e->tool, REC_ID_MAX};
+    return 6;
+}
+
+/* Checks record i against its grant g; on a problem writes it to msg. */
+static int check_record(const Airlock__V1__EdgeUseRecord *e, const Airlock__V1__Grant *g, size_t i,
+                        char *msg, size_t n)
+{
+    struct rec_text t[6];
+    size_t nt = rec_texts(e, t);
+    int d = e->decision;
+
+    if (!g) {
+        snprintf(msg, n, "record %zu: grant_id names no grant of the batch", i);
+        return -1;
+    }
+    if (!e->credential || !e->credential[0] || !names_credential(g, e->credential)) {
+        snprintf(msg, n, "record %zu: credential is not one its grant names", i);
+        return -1;
+    }
+    if (d != 0 && d != AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW && d != DENY) {
+        snprintf(msg, n, "record %zu: decision must be ALLOW or DENY", i);
+        return -1;
+    }
+    if (e->version < 0 || e->request_bytes < 0 || e->response_bytes < 0 ||
+        (e->status != 0 && (e->status < 100 || e->status > 599))) {
+        snprintf(msg, n, "record %zu: version, status or byte counts out of range", i);
+        return -1;
+    }
+    for (size_t k = 0; k < nt; k++) {
+        if (t[k].s && strlen(t[k].s) > t[k].max) {
+            snprintf(msg, n, "record %zu: %s is longer than %zu bytes", i, t[k].field, t[k].max);
+            return -1;
         }
+    }
+    return 0;
+}
+
+/*
+ * One stored value and the forms a record must not contain it in: raw, hex,
+ * and base64 (standard and URL alphabets) at each of the three alignments
+ * the value can have inside a longer encoded string (the last four
+ * characters, which depend on what follows, left out). All in one locked
+ * buffer, wiped by leak_free().
+ */
+struct leak {
+    const char *name;
+    int32_t version;
+    uint8_t *mem;
+    const uint8_t *form[LEAK_FORMS];
+    size_t len[LEAK_FORMS];
+    size_t n;
+};
+
+static void leak_free(struct leak *l)
+{
+    cs_secure_free(l->mem);
+    l->mem = NULL;
+    l->n = 0;
+}
+
+static void leak_add_b64(struct leak *l, uint8_t **p, const uint8_t *v, size_t vlen, unsigned flags)
+{
+    for (size_t j = 0; j < 3 && vlen > j; j++) {
+        size_t cap = al_base64_encoded_len(vlen - j, flags) + 1, out = 0;
+        if (al_base64_encode(v + j, vlen - j, (char *)*p, cap, flags, &out) < 0 || out < 20)
+            continue;
+        l->form[l->n] = *p;
+        l->len[l->n++] = out - 4;
+        *p += cap;
+    }
+}
+
+/* Decrypts version (0 = current) of name and builds its forms; l->n stays 0
+ * when there is no releasable value (deleted, destroyed, expired) or it is
+ * too short to look for. Returns 0 or AL_ERR_NOMEM. */
+static int leak_load(struct cs_svc *cs, struct al_grpc_call *call, struct leak *l)
+{
+    static const char hexd[] = "0123456789abcdef";
+    struct cs_value_info info = {0};
+    uint8_t *v = cs_secure_alloc(CS_VALUE_MAX);
+    int rc;
+
+    l->n = 0;
+    if (!v)
+        return AL_ERR_NOMEM;
+    rc = cs_store_get_value(cs->store, l->name, l->version, cs_now_ms(), v, CS_VALUE_MAX,
+                            al_grpc_call_arena(call), &info, NULL);
+    if (rc < 0 || info.len < LEAK_MIN_VALUE) {
+        cs_secure_free(v);
+        return 0;
+    }
+    size_t vlen = info.len, b64 = al_base64_encoded_len(vlen, 0) + 1;
+    l->mem = cs_secure_alloc(vlen + 2 * vlen + 6 * b64);
+    if (!l->mem) {
+        cs_secure_free(v);
+        return AL_ERR_NOMEM;
+    }
+    uint8_t *p = l->mem;
+    memcpy(p, v, vlen);
+    l->form[l->n] = p;
+    l->len[l->n++] = vlen;
+    p += vlen;
+    for (size_t i = 0; i < vlen; i++) {
+        p[2 * i] = (uint8_t)hexd[v[i] >> 4];
+        p[2 * i + 1] = (uint8_t)hexd[v[i] & 15];
+    }
+    l->form[l->n] = p;
+    l->len[l->n++] = 2 * vlen;
+    p += 2 * vlen;
+    leak_add_b64(l, &p, v, vlen, 0);
+    leak_add_b64(l, &p, v, vlen, AL_BASE64_URL);
+    cs_secure_free(v);
+    return 0;
+}
+
+static int leak_in(const struct leak *l, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    for (size_t k = 0; k < l->n; k++)
+        if (n >= l->len[k] && memmem(s, n, l->form[k], l->len[k]))
+            return 1;
+    return 0;
+}
+
+/*
+ * Looks for the value of each record's credential (its current version and
+ * the version the record names) in every text field of the record: a value
+ * that reaches the chain could never be removed from it. Each distinct
+ * (credential, version) is decrypted once. On a hit writes the problem to
+ * msg (never the value) and returns 1; otherwise 0 or AL_ERR_NOMEM.
+ */
+static int check_values(struct cs_svc *cs, struct al_grpc_call *call,
+                        const Airlock__V1__AppendAuditRequest *r, char *msg, size_t n)
+{
+    struct leak *ls = calloc(2 * r->n_records, sizeof(*ls));
+    size_t nl = 0;
+    int rc = 0;
+
+    if (!ls)
+        return AL_ERR_NOMEM;
+    for (size_t i = 0; rc == 0 && i < r->n_records; i++) {
+        const Airlock__V1__EdgeUseRecord *e = r->records[i];
+        int32_t vers[2] = {0, e->version};
+        struct rec_text t[6];
+        size_t nt = rec_texts(e, t);
+        for (int k = 0; rc == 0 && k < (e->version > 0 ? 2 : 1); k++) {
+            struct leak *l = NULL;
+            for (size_t j = 0; j < nl && !l; j++)
+                if (ls[j].version == vers[k] && strcmp(ls[j].name, e->credential) == 0)
+                    l = &ls[j];
+            if (!l) {
+                l = &ls[nl++];
+                l->name = e->credential;
+                l->version = vers[k];
+                rc = leak_load(cs, call, l);
+            }
+            for (size_t f = 0; rc == 0 && f < nt; f++) {
+                if (leak_in(l, t[f].s)) {
+                    snprintf(msg, n, "record %zu: %s contains the credential's value", i,
+                             t[f].field);
+                    rc = 1;
+                }
+            }
+        }
+    }
+    for (size_t j = 0; j < nl; j++)
+        leak_free(&ls[j]);
+    free(ls);
+    return rc;
+}
+
+/* Queues the batch's USE records and parks the call until they are durable. */
+static void append_accept(struct cs_svc *cs, struct al_grpc_call *call,
+                          const Airlock__V1__AppendAuditRequest *r, Airlock__V1__Grant **gs,
+                          Airlock__V1__AppendAuditResponse *resp)
+{
+    const char *caller = al_grpc_call_peer_id(call);
+    struct cs_waiter *w = waiter_new(call);
+
+    if (!w) {
+        cs_finish_error(call, AL_GRPC_RESOURCE_EXHAUSTED, REASON(INTERNAL), NULL, "out of memory");
+        return;
     }
     for (size_t i = 0; i < r->n_records; i++) {
         const Airlock__V1__EdgeUseRecord *e = r->records[i];
-        const Airlock__V1__Grant *g = find_grant(gs, r->n_grants, e->grant_id);
         Airlock__V1__AuditRecord rec = AIRLOCK__V1__AUDIT_RECORD__INIT;
         rec.action = ACT(USE);
         rec.caller = (char *)caller;
-        fill_from_grant(&rec, g);
+        fill_from_grant(&rec, find_grant(gs, r->n_grants, e->grant_id));
         rec.credential = e->credential;
         rec.version = e->version;
         rec.destination = e->destination;
@@ -374,10 +616,12 @@ static void append_cb(struct al_grpc_call *call, const ProtobufCMessage *req, vo
         rec.tool = e->tool;
         rec.batch_id = r->batch_id;
         size_t idx;
+        /* the queue was emptied by the commit in append_cb and every field is
+         * under CS_AUDIT_FIELD_MAX: only a broken chain or OOM fails here */
         if (cs_audit_append(cs->audit, &rec, &idx) < 0) {
             cs_finish_error(call, AL_GRPC_UNAVAILABLE, REASON(AUDIT_UNAVAILABLE), NULL,
                             "the audit log cannot take this batch");
-            goto out;
+            return;
         }
         if (i == 0)
             w->audit_index = idx;
@@ -390,6 +634,71 @@ static void append_cb(struct al_grpc_call *call, const ProtobufCMessage *req, vo
     w->next = NULL;
     *cs->waiting_tail = w;
     cs->waiting_tail = &w->next;
+}
+
+static void append_cb(struct al_grpc_call *call, const ProtobufCMessage *req, void *user)
+{
+    struct cs_svc *cs = user;
+    const Airlock__V1__AppendAuditRequest *r = (const void *)req;
+    const char *caller = al_grpc_call_peer_id(call);
+    const char *bid = is_hex32(r->batch_id) ? r->batch_id : NULL;
+    Airlock__V1__Grant **gs = NULL;
+    int64_t first = 0, last = 0;
+    int32_t count = 0;
+    char msg[160];
+
+    if (!edge_role(caller)) {
+        append_refuse(cs, call, bid, AL_GRPC_PERMISSION_DENIED, REASON(IDENTITY_NOT_ALLOWED),
+                      "AppendAudit is only for executor and gateway identities");
+        return;
+    }
+    if (!bid || r->n_records == 0 || r->n_records > MAX_BATCH || r->n_grants > MAX_BATCH) {
+        append_refuse(cs, call, bid, AL_GRPC_INVALID_ARGUMENT, REASON(INVALID_FIELD),
+                      !bid ? "batch_id must be 32 hex digits"
+                           : "a batch holds 1 to 1000 records and at most 1000 grants");
+        return;
+    }
+    Airlock__V1__AppendAuditResponse *resp =
+        al_arena_alloc(al_grpc_call_arena(call), sizeof(*resp));
+    if (!resp)
+        goto nomem;
+    airlock__v1__append_audit_response__init(resp);
+    cs_svc_commit(cs); /* so a batch sent twice in one loop turn is found */
+    if (cs_audit_find_batch(cs->audit, caller, bid, cs_now_ms() - 24 * 3600 * 1000LL, &first, &last,
+                            &count) == 0) {
+        resp->accepted = count;
+        resp->first_seq = first;
+        resp->last_seq = last;
+        resp->duplicate = 1;
+        al_grpc_call_reply(call, &resp->base);
+        return;
+    }
+    gs = calloc(r->n_grants + 1, sizeof(*gs));
+    if (!gs)
+        goto nomem;
+    for (size_t i = 0; i < r->n_grants; i++) {
+        if (verify_for_audit(cs, call, r->grants[i], &gs[i]) < 0) {
+            snprintf(msg, sizeof(msg), "grant %zu does not verify for this caller", i);
+            append_refuse(cs, call, bid, AL_GRPC_PERMISSION_DENIED, REASON(GRANT_INVALID), msg);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < r->n_records; i++) {
+        const Airlock__V1__EdgeUseRecord *e = r->records[i];
+        if (check_record(e, find_grant(gs, r->n_grants, e->grant_id ? e->grant_id : ""), i, msg,
+                         sizeof(msg)) < 0) {
+            append_refuse(cs, call, bid, AL_GRPC_INVALID_ARGUMENT, REASON(INVALID_FIELD), msg);
+            goto out;
+        }
+    }
+    int rc = check_values(cs, call, r, msg, sizeof(msg));
+    if (rc < 0)
+        goto nomem;
+    if (rc > 0) {
+        append_refuse(cs, call, bid, AL_GRPC_INVALID_ARGUMENT, REASON(INVALID_FIELD), msg);
+        goto out;
+    }
+    append_accept(cs, call, r, gs, resp);
     goto out;
 nomem:
     cs_finish_error(call, AL_GRPC_RESOURCE_EXHAUSTED, REASON(INTERNAL), NULL, "out of memory");
@@ -403,8 +712,10 @@ out:
 
 int cs_resolver_register(struct cs_svc *cs)
 {
+    /* AppendAudit is sensitive too: a faulty edge may send a value in a record,
+     * which is refused, and its request buffers are wiped like Resolve's */
     static const struct al_grpc_method_impl impls[] = {{"Resolve", resolve_cb, 1},
-                                                       {"AppendAudit", append_cb, 0}};
+                                                       {"AppendAudit", append_cb, 1}};
     return al_grpc_server_add_service(cs->svc.grpc, &airlock__v1__credential_resolver__descriptor,
                                       impls, 2, cs);
 }

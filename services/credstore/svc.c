@@ -42,12 +42,34 @@ void cs_finish_error(struct al_grpc_call *call, int status, Airlock__V1__ErrorRe
     al_grpc_call_finish(call, status, message);
 }
 
-static void wipe(struct cs_waiter *w)
+uint8_t *cs_svc_value_get(struct cs_svc *cs, size_t cap)
 {
-    if (w->secret) {
-        cs_secure_free(w->secret);
-        w->secret = NULL;
+    if (cap <= CS_VALUE_SMALL)
+        return cs->n_pool_small ? cs->pool_small[--cs->n_pool_small]
+                                : cs_secure_alloc(CS_VALUE_SMALL);
+    return cs->n_pool_large ? cs->pool_large[--cs->n_pool_large] : cs_secure_alloc(CS_VALUE_MAX);
+}
+
+void cs_svc_value_put(struct cs_svc *cs, uint8_t *buf, size_t cap, size_t used)
+{
+    int small = cap <= CS_VALUE_SMALL;
+    size_t size = small ? CS_VALUE_SMALL : CS_VALUE_MAX;
+    size_t *n = small ? &cs->n_pool_small : &cs->n_pool_large;
+
+    if (!buf)
+        return;
+    if (*n >= (small ? CS_VALUE_POOL_SMALL : CS_VALUE_POOL_LARGE)) {
+        cs_secure_free(buf); /* wipes the whole mapping */
+        return;
     }
+    cs_cleanse(buf, used < size ? used : size);
+    (small ? cs->pool_small : cs->pool_large)[(*n)++] = buf;
+}
+
+static void wipe(struct cs_svc *cs, struct cs_waiter *w)
+{
+    cs_svc_value_put(cs, w->secret, w->secret_cap, w->secret_len);
+    w->secret = NULL;
 }
 
 int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w, const Airlock__V1__AuditRecord *rec)
@@ -55,7 +77,7 @@ int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w, const Airlock__V1
     int rc = cs_audit_append(cs->audit, rec, &w->audit_index);
     if (rc < 0) {
         AL_LOG_ERROR("credstore.audit", "result=append_failed reason=\"%s\"", al_strerror(rc));
-        wipe(w);
+        wipe(cs, w);
         cs_finish_error(w->call, AL_GRPC_UNAVAILABLE,
                         AIRLOCK__V1__ERROR_REASON__ERROR_REASON_AUDIT_UNAVAILABLE, NULL,
                         "the audit log cannot record this request; denied");
@@ -106,6 +128,7 @@ void cs_svc_commit(struct cs_svc *cs)
         /* w lives in its call's arena: answering may free it */
         struct cs_waiter *next = w->next;
         uint8_t *secret = w->secret;
+        size_t secret_cap = w->secret_cap, secret_len = w->secret_len;
         w->secret = NULL;
         if (rc == 0) {
             answer(w, first);
@@ -114,7 +137,7 @@ void cs_svc_commit(struct cs_svc *cs)
                             AIRLOCK__V1__ERROR_REASON__ERROR_REASON_AUDIT_UNAVAILABLE, NULL,
                             "the audit log could not be written; request denied");
         }
-        cs_secure_free(secret); /* the reply was packed (copied) above */
+        cs_svc_value_put(cs, secret, secret_cap, secret_len); /* the reply was packed above */
         w = next;
     }
     al_metric_observe(cs->m_commit_batch, (double)n);
@@ -184,9 +207,18 @@ int cs_svc_start(struct cs_svc *cs)
 
 void cs_svc_stop(struct cs_svc *cs)
 {
-    if (!cs->audit || !cs->svc.loop || !cs->waiting_tail)
-        return;
-    cs_svc_commit(cs);
-    ev_prepare_stop(cs->svc.loop, &cs->commit_w);
-    ev_timer_stop(cs->svc.loop, &cs->sweep_w);
+    if (cs->audit && cs->svc.loop && cs->waiting_tail) {
+        cs_svc_commit(cs);
+        ev_prepare_stop(cs->svc.loop, &cs->commit_w);
+        ev_timer_stop(cs->svc.loop, &cs->sweep_w);
+    }
+    /* after the last commit, which returns buffers */
+    while (cs->n_pool_small > 0) {
+        cs_secure_free(cs->pool_small[--cs->n_pool_small]);
+        cs->pool_small[cs->n_pool_small] = NULL;
+    }
+    while (cs->n_pool_large > 0) {
+        cs_secure_free(cs->pool_large[--cs->n_pool_large]);
+        cs->pool_large[cs->n_pool_large] = NULL;
+    }
 }

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Integration: airlock-credstore over mTLS, driven by grpcio (Debian python3-grpcio,
-# /usr/bin/python3) from credstore_test.py: admin API access control, Resolve allowed and
-# every kind of denial (each audited), rotation, restart, canary scans of the database and
-# WAL, audit chain tampering (edit, delete, truncate, rollback), policy rows edited in
-# SQLite, audit sink unwritable (head file, full tmpfs), kill -9 during a burst of Puts,
-# wrong master key. Servers listen on 127.0.0.1 port 0; binaries from $BIN (default
-# build/bin; an ASan build works too: BIN=build-asan/bin). Prints PASS/FAIL/SKIP lines;
-# exits non-zero if any check failed. Needs root only for the tmpfs check (skips otherwise).
+# /usr/bin/python3).
+#   credstore_test.py: admin API access control, Resolve allowed and every kind of denial
+#     (each audited), rotation, restart, canary scans of the database and WAL, audit chain
+#     tampering (edit, delete, truncate, rollback), policy rows edited in SQLite, audit sink
+#     unwritable (head file, full tmpfs), kill -9 during a burst of Puts, wrong master key.
+#   credstore_ops_test.py: the process's memory scanned for canary values after a burst of
+#     resolves (and found, locked, while one is held), not dumpable, no core dumps;
+#     master-key rotation and backup/restore round trips with airlockctl while readers and
+#     writers run; AppendAudit; Delete, paging, bad Put input, gateway route grants, grace.
+# Servers listen on 127.0.0.1 port 0; binaries from $BIN (default build/bin; an ASan build
+# works too: BIN=build-asan/bin). Prints PASS/FAIL/SKIP lines; exits non-zero if any check
+# failed. Needs root for the tmpfs check, the memory scans and the run as uid nobody (each
+# skips loudly otherwise).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -64,23 +70,26 @@ if ! AIRLOCK_HOME=$H "$BIN/airlockctl" certs init >"$T_DIR/certs.log" 2>&1; then
   exit 1
 fi
 
-BIN=$BIN GEN_DIR=$GEN T_DIR=$T_DIR AIRLOCK_HOME=$H PIDS_FILE=$PIDS_FILE MOUNTS_FILE=$MOUNTS_FILE \
-  "$PY" "$HERE/credstore_test.py" 2>"$T_DIR/python.err" &
-PY_PID=$!
-wait "$PY_PID"
-rc=$?
-PY_PID=
-if ((rc != 0)); then
-  echo "credstore_test.py exited with status $rc; its stderr:"
-  sed 's/^/  | /' "$T_DIR/python.err" | tail -n 60
-  T_FAILED=$((T_FAILED + 1))
-fi
+# CREDSTORE_SCRIPTS selects the Python parts (default both); CREDSTORE_OPS_SUITES selects
+# suites inside credstore_ops_test.py (memory,nodump,rotation,backup,append,misc).
+for script in ${CREDSTORE_SCRIPTS:-credstore_test.py credstore_ops_test.py}; do
+  BIN=$BIN GEN_DIR=$GEN T_DIR=$T_DIR AIRLOCK_HOME=$H PIDS_FILE=$PIDS_FILE MOUNTS_FILE=$MOUNTS_FILE \
+    "$PY" "$HERE/$script" 2>"$T_DIR/python-$script.log" &
+  PY_PID=$!
+  wait "$PY_PID"
+  rc=$?
+  PY_PID=
+  if ((rc != 0)); then
+    echo "$script exited with status $rc; its stderr:"
+    sed 's/^/  | /' "$T_DIR/python-$script.log" | tail -n 60
+    T_FAILED=$((T_FAILED + 1))
+  fi
+done
 
 # Every server started (including the ones killed with -9 and the ones that refused to
 # start) must be free of sanitizer reports.
 bad=""
 for f in "$T_DIR"/*.err; do
-  [[ $f == "$T_DIR/python.err" ]] && continue
   if grep -qE "$SRV_SANITIZER_RE" "$f"; then
     bad+="$(basename "$f"): $(grep -m1 -E "$SRV_SANITIZER_RE" "$f") "
   fi
