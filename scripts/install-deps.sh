@@ -15,6 +15,7 @@ build_pkgs=(
 test_pkgs=(
   libcunit1-dev clang libclang-rt-14-dev nghttp2-client nghttp2-server
   python3-grpcio python3-protobuf protobuf-compiler nodejs npm iproute2 procps curl sqlite3
+  bubblewrap
 )
 
 pkgs=("${build_pkgs[@]}")

@@ -681,6 +681,10 @@ static json_t *to_json(const ProtobufCMessage *m)
         const char *base = (const char *)m + f->offset;
         json_t *v;
 
+        /* a oneof member is printed only when it is the one set */
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
+            continue;
         if (f->label == PROTOBUF_C_LABEL_REPEATED) {
             size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
             const char *arr = *(char *const *)base;

@@ -935,6 +935,7 @@ static int jobs_ls(int argc, char **argv)
 /* Parses "ID [flags]" commands with one positional job id. */
 static int one_id(const char *what, int argc, char **argv, const char **id)
 {
+    *id = NULL; /* set on every path: -O2 -Werror=maybe-uninitialized in the callers */
     if (argc - optind != 1)
         return ctl_usage_error(what, "want exactly one JOB_ID");
     *id = argv[optind];

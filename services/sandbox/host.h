@@ -1,0 +1,51 @@
+/*
+ * host: the per-process state shared by every sandbox of this process
+ * (internal; the public view is struct sb_host in sandbox.h).
+ */
+#ifndef SB_HOST_H
+#define SB_HOST_H
+
+#include "sb_int.h"
+
+struct sb_host {
+    char name[65];
+    char run_dir[PATH_MAX];
+    char stage[PATH_MAX];  /* mount point of every sandbox's root tmpfs */
+    char ws_dir[PATH_MAX]; /* workspaces */
+    char cg_rel[PATH_MAX]; /* cgroup parent, relative to our own cgroup */
+    int run_dir_made;
+    uint32_t uid, gid, id_base;
+    int degraded;
+    struct sb_cgroups cg;
+    struct sb_caps caps;
+    struct sock_fprog seccomp;
+    int cap_last;
+    int ncpu;
+    void *stack; /* mapping of the command's clone stack, guard page first
+                    (each child uses its own copy) */
+    size_t stack_size, stack_map;
+    struct al_arena arena; /* the default image */
+    struct sb_image image;
+    uint64_t seq;
+    int children;
+    /* the children's pipe reads land here (one loop thread; a read and its
+     * callbacks complete before the next read) */
+    uint8_t buf[SB_CHUNK_MAX];
+    /* job cgroups whose removal failed; retried after later jobs */
+    struct sb_cg_job *stale;
+    size_t n_stale;
+};
+
+/* 1 if id is 1-64 characters of [A-Za-z0-9._-] and not "." or "..". */
+int sb_id_ok(const char *id);
+
+/* Unmounts and removes every workspace under ws_dir (an earlier run's). */
+void sb_workspace_remove_leftovers(const char *ws_dir);
+
+/* Keeps a job's cgroups whose removal failed, for a later retry. */
+void sb_host_defer_cgroups(struct sb_host *h, const struct sb_cg_job *job);
+
+/* Retries removing deferred job cgroups. */
+void sb_host_retry_cgroups(struct sb_host *h);
+
+#endif
