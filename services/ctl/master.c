@@ -50,6 +50,11 @@ static int keys_fwd(int argc, char **argv)
     return rc;
 }
 
+/* services/ctl/apikeys.c: intake API keys */
+int ctl_apikeys_create(int argc, char **argv);
+int ctl_apikeys_revoke(int argc, char **argv);
+int ctl_apikeys_ls(int argc, char **argv);
+
 int ctl_keys_all(int argc, char **argv)
 {
     static const struct ctl_sub subs[] = {
@@ -59,6 +64,10 @@ int ctl_keys_all(int argc, char **argv)
         {"gen-master", "PATH", "generate a credstore master key file (0600)", ctl_keys_gen_master},
         {"rotate-master", "--data-dir DIR --old FILE --new FILE",
          "move a credstore database to a new master key", ctl_keys_rotate_master},
+        {"create", "--data-dir DIR --principal NAME --scopes submit,read,cancel [--expires 30d]",
+         "create an intake API key (printed once, stored hashed)", ctl_apikeys_create},
+        {"revoke", "--data-dir DIR KEYID", "revoke an intake API key", ctl_apikeys_revoke},
+        {"ls", "--data-dir DIR", "list intake API keys (never their secrets)", ctl_apikeys_ls},
     };
 
     return ctl_dispatch("keys", subs, sizeof subs / sizeof subs[0], argc, argv);

