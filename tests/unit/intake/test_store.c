@@ -31,7 +31,7 @@ static void mkjob(struct in_job *j, const char *id, const char *principal, const
                   const char *session, int state, int64_t created)
 {
     memset(j, 0, sizeof(*j));
-    snprintf(j->id, sizeof(j->id), "%s", id);
+    snprintf(j->id, sizeof(j->id), "%.32s", id);
     snprintf(j->principal, sizeof(j->principal), "%s", principal);
     snprintf(j->pool, sizeof(j->pool), "%s", pool);
     snprintf(j->session_id, sizeof(j->session_id), "%s", session);
