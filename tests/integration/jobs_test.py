@@ -368,6 +368,48 @@ def c_watch_resume(jobs):
     expect(out == "".join(f"line-{i}\n" for i in range(n)), f"output differs ({len(out)} bytes)")
 
 
+def c_fence(srv, jobs, ex):
+    """intake unreachable (frozen) while a job runs: the executor stops the job before its
+    lease could lapse (so it never runs twice at once); once intake is back the job runs
+    again as attempt 2 and succeeds."""
+    marker = f"sleep 6.{os.getpid() % 1000}"
+    jid = jobs.submit(sh(f"exec {marker}", max_attempts=3)).job.id
+    j = wait_until("job running", lambda: (lambda j: j if j.state == P.JOB_STATE_RUNNING
+                                           else None)(jobs.get(jid)))
+    holder = next(e for e in ex if e.ident == j.executor_id)
+    fenced = holder.metric("airlock_executor_fenced_total") or 0
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    try:
+        wait_until("the executor fences the job",
+                   lambda: (holder.metric("airlock_executor_fenced_total") or 0) > fenced,
+                   deadline=30)
+        wait_until("the fenced sandbox is gone", lambda: not sandbox_pids(marker), deadline=10)
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+    j = jobs.wait_state(jid, TERMINAL)
+    expect(j.state == P.JOB_STATE_SUCCEEDED and j.attempt >= 2,
+           f"after fencing: {P.JobState.Name(j.state)} attempt {j.attempt}")
+
+
+def c_drain_no_intake(srv, jobs, ex):
+    """SIGTERM while intake is unreachable: the executor still exits (after drain.grace and
+    the reporting window), leaving the job to intake's lease expiry."""
+    jid = jobs.submit(sh("sleep 30", max_attempts=3)).job.id
+    j = wait_until("job running", lambda: (lambda j: j if j.state == P.JOB_STATE_RUNNING
+                                           else None)(jobs.get(jid)))
+    victim = next(e for e in ex if e.ident == j.executor_id)
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    try:
+        victim.stop(timeout=90)  # drain.grace 20s + 10s to report
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+    victim.start()
+    jobs.cancel(jid)
+    j = jobs.wait_state(jid, TERMINAL)
+    expect(j.state in (P.JOB_STATE_CANCELLED, P.JOB_STATE_SUCCEEDED),
+           f"job after the drain: {P.JobState.Name(j.state)}")
+
+
 def c_intake_restart(srv, jobs, ex):
     """intake kill -9 mid-burst: no acknowledged job lost, running jobs re-attached."""
     long_id = jobs.submit(sh("sleep 4; echo survived")).job.id
@@ -469,6 +511,8 @@ def main():
         ("e2e-thousand-jobs", lambda: c_thousand(jobs, ex)),
         ("e2e-executor-killed", lambda: c_executor_killed(jobs, ex)),
         ("e2e-executor-drain", lambda: c_drain(jobs, ex)),
+        ("e2e-fence-when-intake-unreachable", lambda: c_fence(srv, jobs, ex)),
+        ("e2e-drain-without-intake", lambda: c_drain_no_intake(srv, jobs, ex)),
         ("e2e-intake-restart", lambda: state.__setitem__("jobs",
                                                          c_intake_restart(srv, jobs, ex))),
     ]
