@@ -398,9 +398,7 @@ static int job_exit_code(const char *what, const struct watch *w)
             msg[0] ? "" : "");
     if (msg[0])
         fprintf(stderr, "airlockctl: %s: %s\n", what, msg);
-    if (res && res->termination_case == AIRLOCK__V1__JOB_RESULT__TERMINATION_TERM_SIGNAL &&
-        w->state != AIRLOCK__V1__JOB_STATE__JOB_STATE_TIMED_OUT)
-        return 128 + (res->term_signal & 0x7f);
+    /* a limit or a cancel killed it: say so, not which signal did */
     switch (w->state) {
     case AIRLOCK__V1__JOB_STATE__JOB_STATE_TIMED_OUT:
         return EXIT_TIMEOUT;
@@ -409,6 +407,8 @@ static int job_exit_code(const char *what, const struct watch *w)
     default:
         break;
     }
+    if (res && res->termination_case == AIRLOCK__V1__JOB_RESULT__TERMINATION_TERM_SIGNAL)
+        return 128 + (res->term_signal & 0x7f);
     if (res && res->failure_reason == AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_EXEC_FAILED)
         return EXIT_NOT_FOUND;
     if (res && res->failure_reason == AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_FILE_ERROR)
