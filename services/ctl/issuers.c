@@ -144,11 +144,14 @@ static int valid_glob(const char *s)
 
 static int issuers_entry(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"issuer", required_argument, NULL, 'i'},     {"public-key", required_argument, NULL, 'k'},
-        {"principal", required_argument, NULL, 'P'},  {"pool", required_argument, NULL, 'p'},
-        {"route", required_argument, NULL, 'r'},      {"credential", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {{"issuer", required_argument, NULL, 'i'},
+                                       {"public-key", required_argument, NULL, 'k'},
+                                       {"principal", required_argument, NULL, 'P'},
+                                       {"pool", required_argument, NULL, 'p'},
+                                       {"route", required_argument, NULL, 'r'},
+                                       {"credential", required_argument, NULL, 'c'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
     char *lists[4][MAX_GLOBS];
     size_t nl[4] = {0};
     const char *issuer = NULL, *pub = NULL;

@@ -79,7 +79,11 @@ enum {
 };
 
 /* The connection flags plus --api-key-file, first in every table below. */
-#define JOB_CONN_OPTS CTL_RPC_LONGOPTS, {"api-key-file", required_argument, NULL, OPT_API_KEY}
+#define JOB_CONN_OPTS                                                                              \
+    CTL_RPC_LONGOPTS,                                                                              \
+    {                                                                                              \
+        "api-key-file", required_argument, NULL, OPT_API_KEY                                       \
+    }
 
 struct jconn {
     struct ctl_rpc_opts o;
@@ -313,10 +317,8 @@ static void on_sigint(struct ev_loop *loop, ev_signal *w, int revents)
     c->sent = 1;
     req.job_id = (char *)c->job_id;
     req.reason = (char *)"interrupted in airlockctl";
-    fprintf(stderr, "\nairlockctl: cancelling job %s (Ctrl-C again to stop waiting)\n",
-            c->job_id);
-    ctl_rpc_fire(c->r, "/airlock.v1.JobService/Cancel", &req.base,
-                 &airlock__v1__job__descriptor);
+    fprintf(stderr, "\nairlockctl: cancelling job %s (Ctrl-C again to stop waiting)\n", c->job_id);
+    ctl_rpc_fire(c->r, "/airlock.v1.JobService/Cancel", &req.base, &airlock__v1__job__descriptor);
 }
 
 /* Follows job events until the terminal state, resuming after broken streams. */
@@ -358,8 +360,8 @@ static int watch_job(struct ctl_rpc *r, const char *what, struct watch *w, int c
             break;
         }
         if (w->verbose)
-            fprintf(stderr, "airlockctl: %s: stream broken (%s); resuming after event %lld\n",
-                    what, ctl_rpc_last_error(r)[0] ? ctl_rpc_last_error(r) : "ended early",
+            fprintf(stderr, "airlockctl: %s: stream broken (%s); resuming after event %lld\n", what,
+                    ctl_rpc_last_error(r)[0] ? ctl_rpc_last_error(r) : "ended early",
                     (long long)w->last_seq);
         struct timespec ts = {(time_t)backoff, (long)((backoff - (time_t)backoff) * 1e9)};
         nanosleep(&ts, NULL);
@@ -376,9 +378,8 @@ static int watch_job(struct ctl_rpc *r, const char *what, struct watch *w, int c
 static int job_exit_code(const char *what, const struct watch *w)
 {
     const Airlock__V1__JobResult *res = w->result;
-    const char *reason = res ? ctl_enum_name(&airlock__v1__failure_reason__descriptor,
-                                             res->failure_reason)
-                             : "";
+    const char *reason =
+        res ? ctl_enum_name(&airlock__v1__failure_reason__descriptor, res->failure_reason) : "";
     const char *msg = res && res->failure_message ? res->failure_message : "";
 
     if (w->out_error) {
@@ -571,26 +572,25 @@ static const char run_help[] =
 
 int ctl_run(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        JOB_CONN_OPTS,
-        {"pool", required_argument, NULL, OPT_POOL},
-        {"session", required_argument, NULL, OPT_SESSION},
-        {"env", required_argument, NULL, OPT_ENV},
-        {"cwd", required_argument, NULL, OPT_CWD},
-        {"stdin-file", required_argument, NULL, OPT_STDIN_FILE},
-        {"job-timeout", required_argument, NULL, OPT_JOB_TIMEOUT},
-        {"memory", required_argument, NULL, OPT_MEMORY},
-        {"pids", required_argument, NULL, OPT_PIDS},
-        {"cpu-time", required_argument, NULL, OPT_CPU_TIME},
-        {"output-bytes", required_argument, NULL, OPT_OUTPUT},
-        {"max-attempts", required_argument, NULL, OPT_ATTEMPTS},
-        {"idempotency-key", required_argument, NULL, OPT_IDEM},
-        {"label", required_argument, NULL, OPT_LABEL},
-        {"detach", no_argument, NULL, OPT_DETACH},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {JOB_CONN_OPTS,
+                                       {"pool", required_argument, NULL, OPT_POOL},
+                                       {"session", required_argument, NULL, OPT_SESSION},
+                                       {"env", required_argument, NULL, OPT_ENV},
+                                       {"cwd", required_argument, NULL, OPT_CWD},
+                                       {"stdin-file", required_argument, NULL, OPT_STDIN_FILE},
+                                       {"job-timeout", required_argument, NULL, OPT_JOB_TIMEOUT},
+                                       {"memory", required_argument, NULL, OPT_MEMORY},
+                                       {"pids", required_argument, NULL, OPT_PIDS},
+                                       {"cpu-time", required_argument, NULL, OPT_CPU_TIME},
+                                       {"output-bytes", required_argument, NULL, OPT_OUTPUT},
+                                       {"max-attempts", required_argument, NULL, OPT_ATTEMPTS},
+                                       {"idempotency-key", required_argument, NULL, OPT_IDEM},
+                                       {"label", required_argument, NULL, OPT_LABEL},
+                                       {"detach", no_argument, NULL, OPT_DETACH},
+                                       {"json", no_argument, NULL, OPT_JSON},
+                                       {"verbose", no_argument, NULL, 'v'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
     Airlock__V1__JobSpec spec = AIRLOCK__V1__JOB_SPEC__INIT;
     Airlock__V1__ExecSpec ex = AIRLOCK__V1__EXEC_SPEC__INIT;
     Airlock__V1__ResourceLimits lim = AIRLOCK__V1__RESOURCE_LIMITS__INIT;
@@ -732,8 +732,8 @@ int ctl_run(int argc, char **argv)
 static void print_job_line(const Airlock__V1__Job *j)
 {
     char t[40], code[24] = "-";
-    const char *kind = j->spec ? ctl_enum_name(&airlock__v1__job_kind__descriptor, j->spec->kind)
-                               : "?";
+    const char *kind =
+        j->spec ? ctl_enum_name(&airlock__v1__job_kind__descriptor, j->spec->kind) : "?";
 
     if (strncmp(kind, "JOB_KIND_", 9) == 0)
         kind += 9;
@@ -761,7 +761,8 @@ static void print_job(const Airlock__V1__Job *j)
         printf("pool:        %s\n", j->spec->pool);
         if (j->spec->session_id && j->spec->session_id[0])
             printf("session:     %s\n", j->spec->session_id);
-        printf("kind:        %s\n", ctl_enum_name(&airlock__v1__job_kind__descriptor, j->spec->kind));
+        printf("kind:        %s\n",
+               ctl_enum_name(&airlock__v1__job_kind__descriptor, j->spec->kind));
         if (j->spec->exec) {
             printf("argv:       ");
             for (size_t i = 0; i < j->spec->exec->n_argv; i++)
@@ -798,7 +799,8 @@ static void print_job(const Airlock__V1__Job *j)
     for (size_t i = 0; i < res->n_limits; i++) {
         const Airlock__V1__EnforcedLimit *l = res->limits[i];
         const char *k = ctl_enum_name(&airlock__v1__limit_kind__descriptor, l->limit);
-        const char *m = ctl_enum_name(&airlock__v1__enforcement_mechanism__descriptor, l->mechanism);
+        const char *m =
+            ctl_enum_name(&airlock__v1__enforcement_mechanism__descriptor, l->mechanism);
         printf("limit:       %-24s %-14s %lld%s\n", strncmp(k, "LIMIT_KIND_", 11) ? k : k + 11,
                strncmp(m, "ENFORCEMENT_MECHANISM_", 22) ? m : m + 22, (long long)l->value,
                l->hit ? "  HIT" : "");
@@ -815,8 +817,9 @@ static int parse_state(const char *what, const char *arg, Airlock__V1__JobState 
         *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : (*p == '-' ? '_' : *p));
     v = protobuf_c_enum_descriptor_get_value_by_name(&airlock__v1__job_state__descriptor, name);
     if (!v || v->value == 0)
-        return ctl_usage_error(what, "unknown state '%s' (queued, leased, running, succeeded, "
-                                     "failed, cancelled, timed-out)",
+        return ctl_usage_error(what,
+                               "unknown state '%s' (queued, leased, running, succeeded, "
+                               "failed, cancelled, timed-out)",
                                arg);
     *out = (Airlock__V1__JobState)v->value;
     return 0;
@@ -1157,7 +1160,10 @@ static int files_common(struct jconn *jc, Airlock__V1__JobSpec *spec, int c, con
 
 #define FILES_OPTS                                                                                 \
     JOB_CONN_OPTS, {"pool", required_argument, NULL, OPT_POOL},                                    \
-        {"session", required_argument, NULL, OPT_SESSION}, {"help", no_argument, NULL, 'h'}
+        {"session", required_argument, NULL, OPT_SESSION},                                         \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
 
 static const char files_common_help[] =
     "  --session S          the session whose workspace to use (without one, a fresh\n"

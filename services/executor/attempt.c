@@ -26,9 +26,9 @@
 #include "al_metrics.h"
 #include "executor.h"
 
-#define CHUNK_MAX     (64 * 1024)
-#define RETRY_MIN_S   0.05
-#define RETRY_MAX_S   5.0
+#define CHUNK_MAX      (64 * 1024)
+#define RETRY_MIN_S    0.05
+#define RETRY_MAX_S    5.0
 #define REPORT_TIMEOUT 30.0
 
 static void push_kick(struct ex_attempt *a);
@@ -106,7 +106,8 @@ static int queue_event(struct ex_attempt *a, Airlock__V1__JobEvent *e)
     }
     airlock__v1__job_event__pack(e, q->packed);
     q->seq = a->next_seq++;
-    AL_LOG_DEBUG("executor.event_queued", "job=%s seq=%lld case=%d len=%zu", a->job_id, (long long)q->seq, (int)e->event_case, q->len);
+    AL_LOG_DEBUG("executor.event_queued", "job=%s seq=%lld case=%d len=%zu", a->job_id,
+                 (long long)q->seq, (int)e->event_case, q->len);
     *a->events_tail = q;
     a->events_tail = &q->next;
     a->queued_bytes += q->len;
@@ -372,13 +373,13 @@ static void finish_msg(struct al_grpc_ccall *cc, const ProtobufCMessage *m, void
     const Airlock__V1__FinishResponse *r = (const Airlock__V1__FinishResponse *)m;
 
     (void)cc;
-    AL_LOG_INFO("executor.finish", "job=%s attempt=%d state=%s requeue=%d", a->job_id, a->attempt,
-                protobuf_c_enum_descriptor_get_value(&airlock__v1__job_state__descriptor, r->state)
-                    ? protobuf_c_enum_descriptor_get_value(&airlock__v1__job_state__descriptor,
-                                                           r->state)
-                          ->name
-                    : "?",
-                a->requeue);
+    AL_LOG_INFO(
+        "executor.finish", "job=%s attempt=%d state=%s requeue=%d", a->job_id, a->attempt,
+        protobuf_c_enum_descriptor_get_value(&airlock__v1__job_state__descriptor, r->state)
+            ? protobuf_c_enum_descriptor_get_value(&airlock__v1__job_state__descriptor, r->state)
+                  ->name
+            : "?",
+        a->requeue);
 }
 
 static void finish_done(struct al_grpc_ccall *cc, int status, const char *msg, void *user)
@@ -414,8 +415,8 @@ static void finish_done(struct al_grpc_ccall *cc, int status, const char *msg, v
                      a->attempt, al_grpc_status_name(status), msg);
         return;
     }
-    AL_LOG_WARN("executor.finish", "job=%s attempt=%d status=%s reason=\"%s\" retry=yes",
-                a->job_id, a->attempt, al_grpc_status_name(status), msg);
+    AL_LOG_WARN("executor.finish", "job=%s attempt=%d status=%s reason=\"%s\" retry=yes", a->job_id,
+                a->attempt, al_grpc_status_name(status), msg);
     retry_later(a);
 }
 
@@ -427,8 +428,7 @@ static void finish_kick(struct ex_attempt *a)
     Airlock__V1__LeaseRef ref;
     int rc;
 
-    if (a->finished || !a->ended || a->finish_call || a->push_call ||
-        ev_is_active(&a->retry_w))
+    if (a->finished || !a->ended || a->finish_call || a->push_call || ev_is_active(&a->retry_w))
         return;
     flush_pending(a);
     if (a->acked_seq < a->next_seq - 1) {
@@ -468,8 +468,9 @@ static void fence_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     if (a->finished || a->ended)
         return;
-    AL_LOG_WARN("executor.fence", "job=%s attempt=%d reason=\"lease not extended in time; "
-                                  "stopping the job before the lease can lapse\"",
+    AL_LOG_WARN("executor.fence",
+                "job=%s attempt=%d reason=\"lease not extended in time; "
+                "stopping the job before the lease can lapse\"",
                 a->job_id, a->attempt);
     al_metric_add(a->ex->m_fenced, 1);
     ex_attempt_stop(a, EX_STOP_FENCE, "the executor lost contact with intake");

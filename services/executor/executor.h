@@ -89,9 +89,9 @@ struct ex_attempt {
     void *pending; /* attempt.c: output being coalesced into the next chunk */
 
     /* outcome */
-    struct ex_run *run;      /* the sandbox; NULL once it ended */
-    enum ex_stop stop;       /* why we stopped it, if we did */
-    int ended;               /* the sandbox ended; result/state set */
+    struct ex_run *run; /* the sandbox; NULL once it ended */
+    enum ex_stop stop;  /* why we stopped it, if we did */
+    int ended;          /* the sandbox ended; result/state set */
     Airlock__V1__JobState final_state;
     uint8_t *result; /* packed JobResult */
     size_t result_len;

@@ -42,8 +42,9 @@ static void hb_msg(struct al_grpc_ccall *cc, const ProtobufCMessage *m, void *us
             break;
         case AIRLOCK__V1__LEASE_STATE__LEASE_STATE_LOST:
         default:
-            AL_LOG_WARN("executor.lease_lost", "job=%s attempt=%d reason=\"heartbeat: lease "
-                                               "lost\"",
+            AL_LOG_WARN("executor.lease_lost",
+                        "job=%s attempt=%d reason=\"heartbeat: lease "
+                        "lost\"",
                         a->job_id, a->attempt);
             ex_attempt_stop(a, EX_STOP_LOST, "lease lost");
             break;

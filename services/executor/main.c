@@ -53,8 +53,9 @@ static int self_identity(struct ex *ex)
         return rc;
     }
     if (strncmp(ex->self_id, "spiffe://airlock/executor/", 26) != 0) {
-        fprintf(stderr, "airlock-executor: %s is not an executor identity "
-                        "(spiffe://airlock/executor/NAME)\n",
+        fprintf(stderr,
+                "airlock-executor: %s is not an executor identity "
+                "(spiffe://airlock/executor/NAME)\n",
                 ex->self_id);
         return AL_ERR_CONFIG;
     }
@@ -106,12 +107,12 @@ static void metrics(struct ex *ex)
                                         "attempts whose Finish intake accepted", NULL);
     ex->m_requeued = al_metrics_counter(m, "airlock_executor_requeued_total",
                                         "attempts given back to intake (drain, fencing)", NULL);
-    ex->m_lost = al_metrics_counter(m, "airlock_executor_lease_lost_total",
-                                    "attempts stopped because intake said the lease was lost",
-                                    NULL);
-    ex->m_fenced = al_metrics_counter(
-        m, "airlock_executor_fenced_total",
-        "attempts stopped because their lease was not extended in time", NULL);
+    ex->m_lost =
+        al_metrics_counter(m, "airlock_executor_lease_lost_total",
+                           "attempts stopped because intake said the lease was lost", NULL);
+    ex->m_fenced =
+        al_metrics_counter(m, "airlock_executor_fenced_total",
+                           "attempts stopped because their lease was not extended in time", NULL);
     ex->m_push_fail = al_metrics_counter(m, "airlock_executor_push_failures_total",
                                          "PushEvents calls that failed and were retried", NULL);
     ex->m_running = al_metrics_gauge(m, "airlock_executor_attempts",
@@ -140,9 +141,10 @@ static void drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_start(loop, w);
         return;
     }
-    AL_LOG_WARN("executor.drain", "reason=\"intake unreachable; abandoning unreported attempts "
-                                  "(their leases expire and intake re-queues them)\" "
-                                  "abandoned=%zu",
+    AL_LOG_WARN("executor.drain",
+                "reason=\"intake unreachable; abandoning unreported attempts "
+                "(their leases expire and intake re-queues them)\" "
+                "abandoned=%zu",
                 ex->n_attempts);
     for (struct ex_attempt *a = ex->attempts, *next; a; a = next) {
         next = a->next; /* a may be freed here */
@@ -196,11 +198,11 @@ int main(int argc, char **argv)
     char why[512];
     int rc;
 
-    rc = al_service_load_config("airlock-executor",
-                                "sandbox executor: leases jobs from airlock-intake (dialling out) "
-                                "and runs each in a fresh Linux sandbox",
-                                &ex.cfg, offsetof(struct ex_config, common), fields, nf, argc,
-                                argv);
+    rc =
+        al_service_load_config("airlock-executor",
+                               "sandbox executor: leases jobs from airlock-intake (dialling out) "
+                               "and runs each in a fresh Linux sandbox",
+                               &ex.cfg, offsetof(struct ex_config, common), fields, nf, argc, argv);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     al_log_set_service("executor");

@@ -131,8 +131,8 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* The session's workspace, created when missing. */
-static int session_get(struct ex_host *h, const char *principal, const char *session,
-                       int moved, struct ex_session **out, int *reset)
+static int session_get(struct ex_host *h, const char *principal, const char *session, int moved,
+                       struct ex_session **out, int *reset)
 {
     char id[WS_ID_LEN + 1];
     struct ex_session *s, **pp;
@@ -146,8 +146,9 @@ static int session_get(struct ex_host *h, const char *principal, const char *ses
     if (s && moved && !s->users) {
         /* the session lived elsewhere meanwhile: our copy is stale */
         *pp = s->next;
-        AL_LOG_INFO("executor.session_reset", "workspace=%s reason=\"the session moved here "
-                                              "from another executor; stale copy discarded\"",
+        AL_LOG_INFO("executor.session_reset",
+                    "workspace=%s reason=\"the session moved here "
+                    "from another executor; stale copy discarded\"",
                     s->id);
         session_free(h, s, 0);
         s = NULL;
@@ -241,8 +242,8 @@ int ex_host_new(struct ex *ex, char *why, size_t n)
         snprintf(h->run_dir, sizeof(h->run_dir), "%s/%s", ex->cfg.work_dir, h->name);
         o.run_dir = h->run_dir;
     }
-    o.cgroup_parent = ex->cfg.cgroup_parent && ex->cfg.cgroup_parent[0] ? ex->cfg.cgroup_parent
-                                                                       : NULL;
+    o.cgroup_parent =
+        ex->cfg.cgroup_parent && ex->cfg.cgroup_parent[0] ? ex->cfg.cgroup_parent : NULL;
     o.cgroups = SB_CGROUPS_AUTO;
     o.degraded = ex->cfg.allow_degraded;
     o.uid = o.gid = (uint32_t)ex->cfg.sandbox_uid;
@@ -417,10 +418,11 @@ static void on_exit_cb(struct sb_child *c, const struct sb_result *sr, void *use
     res.workspace_reset = r->workspace_reset;
     res.failure_reason = (Airlock__V1__FailureReason)sr->failure;
     res.failure_message = (char *)sr->message;
-    AL_LOG_INFO("executor.job_end", "job=%s attempt=%d failure=%s exit=%d signal=%d cpu_ms=%lld "
-                                    "wall_ms=%lld",
-                a->job_id, a->attempt, sb_failure_name(sr->failure), sr->exit_code,
-                sr->term_signal, (long long)sr->cpu_time_ms, (long long)sr->wall_time_ms);
+    AL_LOG_INFO("executor.job_end",
+                "job=%s attempt=%d failure=%s exit=%d signal=%d cpu_ms=%lld "
+                "wall_ms=%lld",
+                a->job_id, a->attempt, sb_failure_name(sr->failure), sr->exit_code, sr->term_signal,
+                (long long)sr->cpu_time_ms, (long long)sr->wall_time_ms);
     a->run = NULL;
     run_release(r);
     ex_attempt_exited(a, state, &res); /* may free a */
@@ -430,13 +432,15 @@ static void on_exit_cb(struct sb_child *c, const struct sb_result *sr, void *use
 static int unsupported(const Airlock__V1__JobSpec *spec, char *why, size_t n)
 {
     if (spec->network && spec->network->mode == AIRLOCK__V1__NETWORK_MODE__NETWORK_MODE_PROXY) {
-        snprintf(why, n, "network mode PROXY is not available on this executor: it has no "
-                         "egress proxy, jobs get no network");
+        snprintf(why, n,
+                 "network mode PROXY is not available on this executor: it has no "
+                 "egress proxy, jobs get no network");
         return 1;
     }
     if (spec->n_credentials) {
-        snprintf(why, n, "credential bindings need the egress proxy, which this executor does "
-                         "not have");
+        snprintf(why, n,
+                 "credential bindings need the egress proxy, which this executor does "
+                 "not have");
         return 1;
     }
     return 0;
@@ -501,9 +505,8 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
     }
     /* the workspace */
     if (spec->session_id && spec->session_id[0]) {
-        const char *principal = a->job->principal && a->job->principal->name
-                                    ? a->job->principal->name
-                                    : "";
+        const char *principal =
+            a->job->principal && a->job->principal->name ? a->job->principal->name : "";
         rc = session_get(h, principal, spec->session_id, a->workspace_reset, &r->session,
                          &r->workspace_reset);
         if (rc == 0)
@@ -532,7 +535,7 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
             snprintf(why, n, "the sandbox could not be started: %s", al_strerror(rc));
     }
     if (rc < 0) {
-        *reason = rc == AL_ERR_CONFIG ? AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_POLICY_DENIED
+        *reason = rc == AL_ERR_CONFIG  ? AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_POLICY_DENIED
                   : rc == AL_ERR_INVAL ? AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_SANDBOX_SETUP
                                        : AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_INTERNAL;
         run_release(r);
