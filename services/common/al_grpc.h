@@ -113,6 +113,14 @@ int al_grpc_server_port(const struct al_grpc_server *s);
  * `done` runs once every connection has closed (or the drain timeout passed). */
 void al_grpc_server_shutdown(struct al_grpc_server *s, void (*done)(void *user), void *user);
 
+/* Sends at once what calls answered since the last loop turn have queued.
+ * Without it their frames leave in the next loop turn, batched per
+ * connection (al_h2conn_flush); a handler that answers a group of parked
+ * calls from inside another connection's request (so that turn may take a
+ * while) calls it after the group. Connections inside their own receive
+ * send right after it, as always. */
+void al_grpc_server_flush(struct al_grpc_server *s);
+
 /* Number of open connections and calls (tests, readiness). */
 size_t al_grpc_server_connections(const struct al_grpc_server *s);
 

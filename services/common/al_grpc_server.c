@@ -101,6 +101,9 @@ struct gconn {
     struct al_grpc_server *srv;
     struct al_h2conn *h2;
     struct gconn *prev, *next;
+    /* in srv->dirty (output queued since the last al_grpc_server_flush())
+     * while dirty_pprev is set; it points at the pointer that points here */
+    struct gconn *dirty_next, **dirty_pprev;
     struct al_grpc_call *calls;
     double rst_window_start;
     unsigned rst_count;
@@ -117,6 +120,7 @@ struct al_grpc_server {
     size_t nmethods;
     struct gconn *conns;
     size_t nconns;
+    struct gconn *dirty; /* connections with output queued (al_grpc_server_flush) */
     nghttp2_session_callbacks *cbs;
     int draining;
     void (*drain_done)(void *user);
@@ -355,6 +359,30 @@ static int submit_trailers_only(struct al_grpc_call *c)
     return nghttp2_submit_response(al_h2conn_session(c->gc->h2), c->stream_id, nv, n, NULL);
 }
 
+static void dirty_add(struct gconn *gc)
+{
+    struct al_grpc_server *s = gc->srv;
+
+    if (gc->dirty_pprev)
+        return;
+    gc->dirty_next = s->dirty;
+    if (s->dirty)
+        s->dirty->dirty_pprev = &gc->dirty_next;
+    s->dirty = gc;
+    gc->dirty_pprev = &s->dirty;
+}
+
+static void dirty_remove(struct gconn *gc)
+{
+    if (!gc->dirty_pprev)
+        return;
+    *gc->dirty_pprev = gc->dirty_next;
+    if (gc->dirty_next)
+        gc->dirty_next->dirty_pprev = gc->dirty_pprev;
+    gc->dirty_next = NULL;
+    gc->dirty_pprev = NULL;
+}
+
 static void call_kick(struct al_grpc_call *c)
 {
     nghttp2_session *ss;
@@ -371,6 +399,7 @@ static void call_kick(struct al_grpc_call *c)
         nghttp2_session_resume_data(ss, c->stream_id);
     }
     al_h2conn_flush(c->gc->h2);
+    dirty_add(c->gc);
 }
 
 /* Library-side end of a call (errors before or instead of the handler). */
@@ -886,6 +915,7 @@ static void gconn_on_close(struct al_h2conn *h2, int err, void *user)
     s = gc->srv;
     while (gc->calls)
         call_stream_closed(gc->calls);
+    dirty_remove(gc);
     if (gc->prev)
         gc->prev->next = gc->next;
     else
@@ -1057,6 +1087,16 @@ int al_grpc_server_start(struct al_grpc_server *s)
     AL_LOG_INFO("grpc.listen", "addr=%s port=%d tls=%s mtls=%s", s->listen, s->port,
                 s->o.tls ? "on" : "off", s->o.require_client_cert ? "required" : "optional");
     return 0;
+}
+
+void al_grpc_server_flush(struct al_grpc_server *s)
+{
+    while (s->dirty) {
+        struct gconn *gc = s->dirty;
+        dirty_remove(gc);
+        if (gc->h2)
+            al_h2conn_flush_now(gc->h2);
+    }
 }
 
 int al_grpc_server_port(const struct al_grpc_server *s)

@@ -7,6 +7,15 @@
  * written in as few syscalls as possible. The write watcher runs only while
  * bytes are pending, so a slow reader stops nghttp2 from producing more (the
  * send loop stops once the buffer passes its high-water mark).
+ *
+ * Write batching: frames queued while a read is being processed go out once
+ * the read is done. al_h2conn_flush() from anywhere else (a timer, an async
+ * answer, another connection's event) does not write at once: it starts an
+ * idle watcher at the highest priority, which runs in the next loop turn,
+ * before any other event of that turn, and while it is active the loop polls
+ * without blocking. So everything the upper layer produces in one loop turn
+ * (say, the answers to every call of a group commit) leaves in one
+ * SSL_write/write per connection instead of one or two per call.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,6 +43,7 @@ struct al_h2conn {
     ev_io io;
     ev_timer timer;  /* handshake deadline, then keepalive pings */
     ev_timer reaper; /* zero-delay timer that frees a dead connection */
+    ev_idle flush_w; /* a deferred al_h2conn_flush(): sends in the next loop turn */
     int fd;
     SSL *ssl;
     enum conn_state state;
@@ -59,6 +69,7 @@ static uint64_t next_conn_id = 1;
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_reaper_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_flush_cb(struct ev_loop *loop, ev_idle *w, int revents);
 static void conn_send(struct al_h2conn *c);
 static void send_loop(struct al_h2conn *c);
 
@@ -80,6 +91,7 @@ static void conn_destroy(struct al_h2conn *c)
     ev_io_stop(c->loop, &c->io);
     ev_timer_stop(c->loop, &c->timer);
     ev_timer_stop(c->loop, &c->reaper);
+    ev_idle_stop(c->loop, &c->flush_w);
     nghttp2_session_del(c->ngh);
     c->ngh = NULL;
     if (c->ssl) {
@@ -102,6 +114,7 @@ void al_h2conn_close(struct al_h2conn *c, int err)
     c->close_err = err;
     ev_io_stop(c->loop, &c->io);
     ev_timer_stop(c->loop, &c->timer);
+    ev_idle_stop(c->loop, &c->flush_w);
     ev_timer_set(&c->reaper, 0., 0.);
     ev_timer_start(c->loop, &c->reaper);
 }
@@ -328,6 +341,7 @@ static void conn_send(struct al_h2conn *c)
 {
     if (c->state != ST_OPEN || c->in_recv || c->in_send)
         return;
+    ev_idle_stop(c->loop, &c->flush_w); /* what it would send goes now */
     c->in_send = 1;
     send_loop(c);
     c->in_send = 0;
@@ -525,6 +539,9 @@ static struct al_h2conn *conn_alloc(struct ev_loop *loop, int fd, SSL *ssl,
     c->timer.data = c;
     ev_timer_init(&c->reaper, conn_reaper_cb, 0., 0.);
     c->reaper.data = c;
+    ev_idle_init(&c->flush_w, conn_flush_cb);
+    ev_set_priority(&c->flush_w, EV_MAXPRI);
+    c->flush_w.data = c;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return c;
@@ -610,7 +627,23 @@ nghttp2_session *al_h2conn_session(struct al_h2conn *c)
     return c->ngh;
 }
 
+static void conn_flush_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, w);
+    conn_send(w->data);
+}
+
 void al_h2conn_flush(struct al_h2conn *c)
+{
+    /* inside a receive or a send, the running conn_recv/send_loop sends it */
+    if (c->state != ST_OPEN || c->in_recv || c->in_send)
+        return;
+    if (!ev_is_active(&c->flush_w))
+        ev_idle_start(c->loop, &c->flush_w);
+}
+
+void al_h2conn_flush_now(struct al_h2conn *c)
 {
     conn_send(c);
 }

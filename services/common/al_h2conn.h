@@ -68,9 +68,18 @@ int al_h2conn_connect(struct ev_loop *loop, const struct sockaddr *sa, socklen_t
 /* The nghttp2 session; NULL until on_ready. Borrowed, valid until on_close. */
 nghttp2_session *al_h2conn_session(struct al_h2conn *c);
 
-/* Sends everything nghttp2 has queued. Safe from any callback: inside a
- * receive it only marks the connection, and the send happens after. */
+/* Sends everything nghttp2 has queued, batched: inside a receive it only
+ * marks the connection and the send happens when the read is processed;
+ * anywhere else it happens in the next loop turn, before that turn's other
+ * events (the loop does not block meanwhile), so the frames of every call
+ * answered in one loop turn leave in one write. Safe from any callback. */
 void al_h2conn_flush(struct al_h2conn *c);
+
+/* Sends what is queued now rather than in the next loop turn, for a caller
+ * that has just answered a group of calls (say, from another connection's
+ * callback) and wants them out before that turn. Inside this connection's
+ * own receive or send it does what al_h2conn_flush() does. */
+void al_h2conn_flush_now(struct al_h2conn *c);
 
 /* Appends raw bytes to the output, for nghttp2 send_data callbacks (which
  * hand over a frame header and payload to write in order). Returns 0 or

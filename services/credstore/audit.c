@@ -69,6 +69,22 @@ static const struct field FIELDS[] = {
 
 #define HEADREC_LEN (8 + CS_HASH_LEN + CS_KEY_ID_LEN + CS_MAC_LEN)
 
+/* Statements every commit runs, prepared once per connection (SQLite parses
+ * a statement far more slowly than it runs these). */
+enum ast { A_BEGIN, A_COMMIT, A_DATA_VERSION, A_LAST_ROW, A_META_GET, A_META_PUT, N_AST };
+
+static const char *const ASQL[N_AST] = {
+    [A_BEGIN] = "BEGIN IMMEDIATE",
+    [A_COMMIT] = "COMMIT",
+    [A_DATA_VERSION] = "PRAGMA data_version",
+    [A_LAST_ROW] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+    [A_META_GET] = "SELECT v FROM meta WHERE k = 'audit_head'",
+    /* an update in place once the row exists (INSERT OR REPLACE would delete
+     * and re-insert it, rewriting the key's index page on every commit) */
+    [A_META_PUT] = "INSERT INTO meta(k, v) VALUES('audit_head', ?)"
+                   " ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+};
+
 struct cs_audit {
     sqlite3 *db; /* borrowed from the store */
     struct cs_keyring keys;
@@ -82,6 +98,12 @@ struct cs_audit {
 
     struct cs_audit_headrec head; /* last committed head known here */
     int head_file_stale;
+    /* The head file as this object last wrote it, kept open for the next
+     * write in place (see write_head_file); -1 when there is none. */
+    int head_fd;
+    size_t head_len;
+    dev_t head_dev;
+    ino_t head_ino;
     char problem[CS_AUDIT_PROBLEM_MAX]; /* non-empty: chain broken */
 
     /* the write in progress (cs_audit_begin .. cs_audit_end) */
@@ -90,9 +112,17 @@ struct cs_audit {
     int64_t inserted;
     struct cs_audit_headrec txn;
 
+    /* The database head was checked (MAC, last record) inside a write
+     * transaction while PRAGMA data_version read dv; as long as it still does,
+     * no other connection has committed since, and head is the database head.
+     * Our own commits do not change data_version. */
+    int head_checked;
+    int64_t dv;
+
     char *insert_sql;
     char *select_sql; /* "SELECT seq, <fields>, prev_hash, hash FROM audit" */
     sqlite3_stmt *ins;
+    sqlite3_stmt *st[N_AST];
 };
 
 static int64_t now_ms(void)
@@ -168,6 +198,50 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
     int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
 
     return rc == SQLITE_OK ? 0 : cs_sqlite_err(db, rc, "prepare");
+}
+
+/* The cached statement id (prepared on first use), reset; NULL if it does not prepare. */
+static sqlite3_stmt *ast(struct cs_audit *a, enum ast id)
+{
+    if (!a->st[id] && sqlite3_prepare_v3(a->db, ASQL[id], -1, SQLITE_PREPARE_PERSISTENT, &a->st[id],
+                                         NULL) != SQLITE_OK) {
+        cs_sqlite_err(a->db, SQLITE_ERROR, ASQL[id]);
+        a->st[id] = NULL;
+    }
+    return a->st[id];
+}
+
+/* Runs a cached statement that returns no rows (BEGIN, COMMIT). */
+static int ast_exec(struct cs_audit *a, enum ast id)
+{
+    sqlite3_stmt *st = ast(a, id);
+    int rc;
+
+    if (!st)
+        return -EIO;
+    rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE ? 0 : cs_sqlite_err(a->db, rc, ASQL[id]);
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* PRAGMA data_version of this connection into *v. */
+static int data_version(struct cs_audit *a, int64_t *v)
+{
+    sqlite3_stmt *st = ast(a, A_DATA_VERSION);
+    int rc;
+
+    if (!st)
+        return -EIO;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *v = sqlite3_column_int64(st, 0);
+        rc = 0;
+    } else {
+        rc = cs_sqlite_err(a->db, rc, "data_version");
+    }
+    sqlite3_reset(st);
+    return rc;
 }
 
 /* ---- schema and statements ---- */
@@ -422,16 +496,13 @@ static int64_t be64_get(const uint8_t *p)
     return (int64_t)u;
 }
 
-int cs_audit_meta_head(sqlite3 *db, struct cs_audit_headrec *h)
+/* Steps a "SELECT v FROM meta WHERE k = 'audit_head'" statement into *h. */
+static int meta_head_step(sqlite3 *db, sqlite3_stmt *st, struct cs_audit_headrec *h)
 {
-    sqlite3_stmt *st = NULL;
     const uint8_t *p;
     int rc;
 
     memset(h, 0, sizeof(*h));
-    rc = prepare(db, "SELECT v FROM meta WHERE k = 'audit_head'", &st);
-    if (rc < 0)
-        return rc;
     rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
         rc = AL_ERR_NOTFOUND;
@@ -448,27 +519,50 @@ int cs_audit_meta_head(sqlite3 *db, struct cs_audit_headrec *h)
         memcpy(h->mac, p + 8 + CS_HASH_LEN + CS_KEY_ID_LEN, CS_MAC_LEN);
         rc = 0;
     }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int cs_audit_meta_head(sqlite3 *db, struct cs_audit_headrec *h)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    memset(h, 0, sizeof(*h));
+    rc = prepare(db, "SELECT v FROM meta WHERE k = 'audit_head'", &st);
+    if (rc < 0)
+        return rc;
+    rc = meta_head_step(db, st, h);
     sqlite3_finalize(st);
     return rc;
 }
 
-static int meta_head_put(sqlite3 *db, const struct cs_audit_headrec *h)
+/* cs_audit_meta_head() with the cached statement. */
+static int meta_head_get(struct cs_audit *a, struct cs_audit_headrec *h)
+{
+    sqlite3_stmt *st = ast(a, A_META_GET);
+
+    memset(h, 0, sizeof(*h));
+    return st ? meta_head_step(a->db, st, h) : -EIO;
+}
+
+static int meta_head_put(struct cs_audit *a, const struct cs_audit_headrec *h)
 {
     uint8_t p[HEADREC_LEN];
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st = ast(a, A_META_PUT);
     int rc;
 
+    if (!st)
+        return -EIO;
     be64_put(p, h->seq);
     memcpy(p + 8, h->hash, CS_HASH_LEN);
     memcpy(p + 8 + CS_HASH_LEN, h->key_id, CS_KEY_ID_LEN);
     memcpy(p + 8 + CS_HASH_LEN + CS_KEY_ID_LEN, h->mac, CS_MAC_LEN);
-    rc = prepare(db, "INSERT OR REPLACE INTO meta(k, v) VALUES('audit_head', ?)", &st);
-    if (rc < 0)
-        return rc;
     sqlite3_bind_blob(st, 1, p, sizeof(p), SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
-    rc = rc == SQLITE_DONE ? 0 : cs_sqlite_err(db, rc, "write audit head");
-    sqlite3_finalize(st);
+    rc = rc == SQLITE_DONE ? 0 : cs_sqlite_err(a->db, rc, "write audit head");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     return rc;
 }
 
@@ -567,16 +661,15 @@ static int read_head_file(const char *path, struct cs_audit_headrec *h)
 /* ---- head consistency ---- */
 
 /* The last record: seq (0 if none) and hash (zeros if none). */
-static int last_row(sqlite3 *db, int64_t *seq, uint8_t hash[CS_HASH_LEN])
+static int last_row(struct cs_audit *a, int64_t *seq, uint8_t hash[CS_HASH_LEN])
 {
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st = ast(a, A_LAST_ROW);
     int rc;
 
     *seq = 0;
     memset(hash, 0, CS_HASH_LEN);
-    rc = prepare(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &st);
-    if (rc < 0)
-        return rc;
+    if (!st)
+        return -EIO;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *seq = sqlite3_column_int64(st, 0);
@@ -584,9 +677,9 @@ static int last_row(sqlite3 *db, int64_t *seq, uint8_t hash[CS_HASH_LEN])
             memcpy(hash, sqlite3_column_blob(st, 1), CS_HASH_LEN);
         rc = 0;
     } else {
-        rc = rc == SQLITE_DONE ? 0 : cs_sqlite_err(db, rc, "read last audit record");
+        rc = rc == SQLITE_DONE ? 0 : cs_sqlite_err(a->db, rc, "read last audit record");
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc;
 }
 
@@ -621,10 +714,10 @@ static int db_head(struct cs_audit *a, struct cs_audit_headrec *h, char *problem
     int64_t ls;
     int rc;
 
-    rc = last_row(a->db, &ls, lh);
+    rc = last_row(a, &ls, lh);
     if (rc < 0)
         return rc;
-    rc = cs_audit_meta_head(a->db, h);
+    rc = meta_head_get(a, h);
     if (rc == AL_ERR_NOTFOUND && ls == 0) {
         memset(h, 0, sizeof(*h));
         return 0;
@@ -787,6 +880,7 @@ int cs_audit_new(sqlite3 *db, const char *data_dir, const struct cs_keyring *key
         return AL_ERR_NOMEM;
     a->db = db;
     a->lock_fd = -1;
+    a->head_fd = -1;
     a->keys = *keys;
     if (keys->n_previous) {
         a->prev = calloc(keys->n_previous, sizeof(*a->prev));
@@ -841,8 +935,12 @@ void cs_audit_free(struct cs_audit *a)
     drop_queue(a);
     free(a->q);
     sqlite3_finalize(a->ins);
+    for (int i = 0; i < N_AST; i++)
+        sqlite3_finalize(a->st[i]);
     if (a->lock_fd >= 0)
         close(a->lock_fd);
+    if (a->head_fd >= 0)
+        close(a->head_fd);
     free(a->insert_sql);
     free(a->select_sql);
     free(a->head_path);
@@ -884,14 +982,28 @@ int cs_audit_begin(struct cs_audit *a)
     rc = lock(a, LOCK_EX);
     if (rc < 0)
         return rc;
-    rc = exec(a->db, "BEGIN IMMEDIATE");
+    rc = ast_exec(a, A_BEGIN);
     if (rc < 0) {
         unlock(a);
         return rc;
     }
-    /* Re-read every time: another process may have appended, and a head that
-     * no longer matches the last record must stop us appending on top of it. */
-    rc = db_head(a, &a->txn, problem, &bad);
+    /* Re-read whenever another connection (this process's other one, another
+     * process, an editor) committed since the last check: it may have
+     * appended, and a head that no longer matches the last record must stop
+     * us appending on top of it. data_version tells, inside this transaction. */
+    int64_t dv = 0;
+    rc = data_version(a, &dv);
+    if (rc == 0 && a->head_checked && dv == a->dv) {
+        a->txn = a->head;
+    } else if (rc == 0) {
+        a->head_checked = 0;
+        rc = db_head(a, &a->txn, problem, &bad);
+        if (rc == 0) {
+            a->head = a->txn;
+            a->dv = dv;
+            a->head_checked = 1;
+        }
+    }
     if (rc != 0) {
         if (rc == 1) {
             set_broken(a, problem, bad);
@@ -958,10 +1070,69 @@ void cs_audit_touch(struct cs_audit *a)
         a->touched = 1;
 }
 
+/* Keeps the head file just written open for in-place writes. */
+static void head_fd_open(struct cs_audit *a, size_t len)
+{
+    struct stat st;
+
+    a->head_fd = open(a->head_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (a->head_fd < 0)
+        return;
+    if (fstat(a->head_fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size != len) {
+        close(a->head_fd);
+        a->head_fd = -1;
+        return;
+    }
+    a->head_len = len;
+    a->head_dev = st.st_dev;
+    a->head_ino = st.st_ino;
+}
+
+/*
+ * Overwrites the head file in place: one pwrite at offset 0 and fdatasync,
+ * which costs one device write where temp file + fsync + rename costs
+ * several (new inode, allocation, directory). Only when the new text has the
+ * length of the old one (the file size does not change, so no metadata has to
+ * reach the disk with it), and the path still names the very file this
+ * object wrote (a file swapped, removed or replaced by anything else is
+ * written anew through the temp file, or fails). The text is under 512 bytes
+ * at offset 0, inside one disk sector, which a device writes whole or not at
+ * all (the assumption PostgreSQL makes for pg_control): after a crash the
+ * file holds the old head or the new one, never a mix.
+ * Returns 1 when written, 0 when this path does not apply, < 0 on error.
+ */
+static int head_write_in_place(struct cs_audit *a, const char *text, size_t len)
+{
+    struct stat st;
+
+    if (a->head_fd < 0 || len != a->head_len || len > 512)
+        return 0;
+    if (lstat(a->head_path, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != a->head_dev ||
+        st.st_ino != a->head_ino || (size_t)st.st_size != len)
+        return 0;
+    if (pwrite(a->head_fd, text, len, 0) != (ssize_t)len)
+        return errno ? -errno : -EIO;
+    return fdatasync(a->head_fd) < 0 ? -errno : 1;
+}
+
 static int write_head_file(struct cs_audit *a, const struct cs_audit_headrec *h)
 {
-    int rc = cs_audit_write_head_file(a->head_path, h);
+    char text[256];
+    int n = render_head(h, text, sizeof(text));
+    int rc = n > 0 && (size_t)n < sizeof(text) ? head_write_in_place(a, text, (size_t)n) : 0;
 
+    if (rc <= 0) {
+        if (a->head_fd >= 0)
+            close(a->head_fd);
+        a->head_fd = -1;
+    }
+    if (rc == 0) {
+        rc = cs_audit_write_head_file(a->head_path, h);
+        if (rc == 0 && n > 0)
+            head_fd_open(a, (size_t)n);
+    }
+    if (rc > 0)
+        rc = 0;
     a->head_file_stale = rc < 0;
     if (rc < 0)
         AL_LOG_ERROR("credstore.audit_head",
@@ -983,12 +1154,14 @@ int cs_audit_end(struct cs_audit *a, int commit, int *head_rc)
     if (commit && changed) {
         rc = head_seal(a->keys.primary, &a->txn);
         if (rc == 0)
-            rc = meta_head_put(a->db, &a->txn);
+            rc = meta_head_put(a, &a->txn);
     }
     if (commit && rc == 0)
-        rc = exec(a->db, "COMMIT");
-    if (!commit || rc < 0)
+        rc = ast_exec(a, A_COMMIT);
+    if (!commit || rc < 0) {
         rollback(a->db);
+        a->head_checked = 0; /* whatever happened, check again next time */
+    }
     if (rc == 0 && commit) {
         a->head = a->txn;
         if (changed || a->head_file_stale) {
@@ -1037,29 +1210,107 @@ size_t cs_audit_pending(const struct cs_audit *a)
     return a ? a->nq : 0;
 }
 
-int cs_audit_commit(struct cs_audit *a, int64_t *first_seq)
+/* Writes recs[0..n) in one transaction, then the head file (cs_audit_commit). */
+static int commit_recs(struct cs_audit *a, rec_t *const *recs, size_t n, int64_t *first_seq)
 {
     int64_t first = 0;
     int head_rc = 0, rc;
 
     if (first_seq)
         *first_seq = 0;
-    if (!a)
-        return AL_ERR_INVAL;
-    if (a->nq == 0 && !a->head_file_stale)
+    if (n == 0 && !a->head_file_stale)
         return 0;
     rc = cs_audit_begin(a);
-    for (size_t i = 0; rc == 0 && i < a->nq; i++)
-        rc = cs_audit_insert(a, a->q[i], i == 0 ? &first : NULL);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = cs_audit_insert(a, recs[i], i == 0 ? &first : NULL);
     if (a->in_txn) {
         int erc = cs_audit_end(a, rc == 0, &head_rc);
         if (rc == 0)
             rc = erc;
     }
-    drop_queue(a);
     if (rc == 0 && first_seq)
         *first_seq = first; /* committed, even if the head file then failed */
     return rc == 0 ? head_rc : rc;
+}
+
+int cs_audit_commit(struct cs_audit *a, int64_t *first_seq)
+{
+    int rc;
+
+    if (first_seq)
+        *first_seq = 0;
+    if (!a)
+        return AL_ERR_INVAL;
+    rc = commit_recs(a, a->q, a->nq, first_seq);
+    drop_queue(a);
+    return rc;
+}
+
+void cs_audit_batch_init(struct cs_audit_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+}
+
+static void batch_drop(struct cs_audit_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->recs[i]);
+        b->recs[i] = NULL;
+    }
+    b->n = 0;
+}
+
+void cs_audit_batch_cleanup(struct cs_audit_batch *b)
+{
+    if (!b)
+        return;
+    batch_drop(b);
+    free(b->recs);
+    b->recs = NULL;
+    b->cap = 0;
+}
+
+size_t cs_audit_take(struct cs_audit *a, struct cs_audit_batch *b)
+{
+    rec_t **q;
+    size_t cap, n;
+
+    if (!a || !b || b->n)
+        return 0;
+    /* swap the arrays: the queue goes on in b's (empty) one */
+    q = a->q;
+    cap = a->qcap;
+    n = a->nq;
+    a->q = b->recs;
+    a->qcap = b->cap;
+    a->nq = 0;
+    b->recs = q;
+    b->cap = cap;
+    b->n = n;
+    return n;
+}
+
+int cs_audit_commit_batch(struct cs_audit *a, struct cs_audit_batch *b, int64_t *first_seq)
+{
+    int rc;
+
+    if (first_seq)
+        *first_seq = 0;
+    if (!a || !b)
+        return AL_ERR_INVAL;
+    if (a->problem[0]) {
+        batch_drop(b);
+        return AL_ERR_CRYPTO;
+    }
+    rc = commit_recs(a, b->recs, b->n, first_seq);
+    batch_drop(b);
+    return rc;
+}
+
+void cs_audit_set_problem(struct cs_audit *a, const char *problem)
+{
+    if (a && problem && problem[0] && !a->problem[0])
+        snprintf(a->problem, sizeof(a->problem), "%s", problem);
 }
 
 /* ---- verify ---- */
@@ -1187,7 +1438,7 @@ int cs_audit_verify(struct cs_audit *a, int64_t from, int64_t to,
         unlock(a);
         return rc;
     }
-    rc = cs_audit_meta_head(a->db, &h);
+    rc = meta_head_get(a, &h);
     if (rc == AL_ERR_NOTFOUND || rc == AL_ERR_CRYPTO)
         rc = 0; /* db_head below reports it */
     head_seq = h.seq;
@@ -1381,7 +1632,7 @@ int cs_audit_query(struct cs_audit *a, const Airlock__V1__QueryAuditRequest *q,
     /* one more than the page, to know whether another page follows */
     rc = query_rows(a, q, after, limit + 1, arena, resp);
     if (rc == 0) {
-        rc = cs_audit_meta_head(a->db, &h);
+        rc = meta_head_get(a, &h);
         resp->head_seq = rc == 0 ? h.seq : 0;
         rc = rc == AL_ERR_NOTFOUND || rc == AL_ERR_CRYPTO ? 0 : rc;
     }

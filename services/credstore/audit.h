@@ -12,8 +12,13 @@
  * strings as a 4-byte big-endian length and the bytes. The chain head (seq,
  * hash) is MACed with the audit key derived from the master key and kept in
  * two places: meta['audit_head'] (same transaction as the records) and the
- * head file <data_dir>/audit.head (temp file + fsync + rename, right after
- * the commit). An edited, deleted or reordered record
+ * head file <data_dir>/audit.head, right after the commit: a new file (temp
+ * file + fsync + rename), or, when the file this connection wrote last is
+ * still in place and the new text has the same length, that file overwritten
+ * in place (pwrite at offset 0 + fdatasync; the text sits in the first
+ * 512-byte sector, which the disk writes whole or not at all: after a crash
+ * the file holds the old head or the new one). An edited, deleted or
+ * reordered record
  * breaks the hash links; removed last records disagree with the head; last
  * records removed together with meta rewound to an older (validly MACed) head
  * disagree with the head file. Only an attacker who also rewinds the head
@@ -27,6 +32,10 @@
  * cs_audit_commit() writes every queued record in ONE transaction
  * (synchronous=FULL), then the head file. If it fails the caller must deny
  * whatever waited on those records (fail closed). Records never hold a value.
+ * The queue of one cs_audit can also be moved out (cs_audit_take) and
+ * committed through another cs_audit on its own database connection
+ * (cs_audit_commit_batch): the service queues on its event-loop thread and
+ * commits on a commit thread.
  *
  * At open the head is checked (meta MAC, last record, head file). A head file
  * that lags the database by whole commits (crash between commit and head
@@ -41,9 +50,14 @@
  *
  * Lifecycle: the store creates the struct cs_audit on its database connection
  * (cs_store_audit() lends it out) and frees it on close. Not thread-safe: use
- * it on the store's thread. Writers in several processes (the service and
- * airlockctl) are serialized by flock on <data_dir>/credstore.lock around
- * commit + head file write.
+ * it on the store's thread. Writers on several connections (the service's
+ * two, airlockctl) are serialized by flock on <data_dir>/credstore.lock
+ * around commit + head file write; each connection's lock file descriptor is
+ * its own, so the lock also works between connections of one process.
+ *
+ * Each write transaction re-checks the database head (MAC, last record)
+ * unless PRAGMA data_version, read inside that transaction, shows that no
+ * other connection committed since this one last checked it.
  */
 #ifndef CS_AUDIT_H
 #define CS_AUDIT_H
@@ -112,6 +126,39 @@ int cs_audit_head(const struct cs_audit *a, int64_t *seq, uint8_t hash[CS_HASH_L
 /* Returns why the chain is broken (static text owned by a), or NULL when it
  * is not. A broken chain refuses every write. */
 const char *cs_audit_problem(const struct cs_audit *a);
+
+/* Marks the chain broken with problem (copied) unless it already is: for a
+ * problem found through another connection to the same database. */
+void cs_audit_set_problem(struct cs_audit *a, const char *problem);
+
+/* ---- committing elsewhere ---- */
+
+/* Records moved out of a cs_audit's queue, in queue order (index i = position
+ * i of the queue when taken). Owned by whoever holds it; not locked. */
+struct cs_audit_batch {
+    Airlock__V1__AuditRecord **recs;
+    size_t n, cap;
+};
+
+void cs_audit_batch_init(struct cs_audit_batch *b);
+/* Frees the records and the array. NULL is fine. */
+void cs_audit_batch_cleanup(struct cs_audit_batch *b);
+
+/*
+ * Moves every queued record of a into b, which must be empty (b's array is
+ * given to a for its next records, so nothing is copied or allocated).
+ * Returns the number of records moved (0 also when b is not empty).
+ */
+size_t cs_audit_take(struct cs_audit *a, struct cs_audit_batch *b);
+
+/*
+ * cs_audit_commit() for the records of b, through a (typically another
+ * connection to the same database than the cs_audit they were queued on).
+ * b is emptied whatever the outcome (records freed, array kept). Same
+ * results as cs_audit_commit(); AL_ERR_CRYPTO at once when a's chain is
+ * broken.
+ */
+int cs_audit_commit_batch(struct cs_audit *a, struct cs_audit_batch *b, int64_t *first_seq);
 
 /* ---- reading ---- */
 

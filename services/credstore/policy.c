@@ -80,8 +80,21 @@ int cs_glob_match(const char *pat, const char *s)
     n = strnlen(s, CS_GLOB_MAX + 1);
     if (m > CS_GLOB_MAX || n > CS_GLOB_MAX)
         return 0;
-    if (!memchr(pat, '*', m))
+    const char *first = memchr(pat, '*', m);
+    if (!first)
         return m == n && memcmp(pat, s, n) == 0;
+    /* The literal text before the first star and after the last one must be
+     * the string's own start and end: compare them directly and leave only
+     * the part between them (starts and ends with a star) to the table. */
+    size_t pre = (size_t)(first - pat), post = 0;
+    while (pat[m - 1 - post] != '*')
+        post++;
+    if (n < pre + post || memcmp(pat, s, pre) != 0 || memcmp(pat + m - post, s + n - post, post))
+        return 0;
+    pat += pre;
+    s += pre;
+    m -= pre + post;
+    n -= pre + post;
     /* row[j]: the pattern consumed so far matches s[0..j) */
     memset(row, 0, n + 1);
     row[0] = 1;

@@ -123,8 +123,14 @@ static void resolve_deny(struct resolve_ctx *x, int status, Airlock__V1__ErrorRe
     w->status = status;
     w->reason = reason;
     snprintf(w->message, sizeof(w->message), "%s", msg);
-    AL_LOG_INFO("credstore.resolve", "decision=deny caller=%s credential=%s reason=%s",
-                x->rec.caller[0] ? x->rec.caller : "-", x->rec.credential, why);
+    if (AL_LOG_INFO >= al_log_min_level) {
+        /* the name comes from the request: quoted, as any network string */
+        char q[200];
+        al_log_write(AL_LOG_INFO, "credstore.resolve",
+                     "decision=deny caller=%s credential=%s reason=%s",
+                     x->rec.caller[0] ? x->rec.caller : "-",
+                     al_log_quote(q, sizeof(q), x->rec.credential, strlen(x->rec.credential)), why);
+    }
     cs_svc_await_audit(x->cs, w, &x->rec);
 }
 

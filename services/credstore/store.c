@@ -47,6 +47,9 @@ enum st_id {
     S_VER_DEL,
     S_LIST,
     S_EXPIRED,
+    S_BEGIN,
+    S_COMMIT,
+    S_DATA_VERSION,
     N_ST
 };
 
@@ -84,6 +87,9 @@ static const char *const SQL[N_ST] = {
                " ORDER BY name LIMIT ?4",
     [S_EXPIRED] = "SELECT name, version FROM versions WHERE state = 2 AND grace_end_ms <= ?1"
                   " ORDER BY name, version LIMIT 256",
+    [S_BEGIN] = "BEGIN",
+    [S_COMMIT] = "COMMIT",
+    [S_DATA_VERSION] = "PRAGMA data_version",
 };
 
 static const char SCHEMA[] =
@@ -102,6 +108,8 @@ static const char SCHEMA[] =
     " dek_nonce BLOB, wrapped_dek BLOB, value_nonce BLOB, ciphertext BLOB, mac BLOB NOT NULL,"
     " PRIMARY KEY(name, version));";
 
+struct vc_entry;
+
 struct cs_store {
     sqlite3 *db;
     char *dir;
@@ -111,6 +119,8 @@ struct cs_store {
     struct cs_audit *audit;
     int busy_ms;
     sqlite3_stmt *st[N_ST];
+    struct vc_entry *vc;         /* verified-row cache of the Resolve read (VC_SLOTS) */
+    const volatile uint8_t *shm; /* SQLite's mapping of the WAL index, only read (wal_header) */
 };
 
 /* A credentials row. Strings and policy live in an arena. */
@@ -222,15 +232,24 @@ static int run(struct cs_store *s, sqlite3_stmt *st, const char *what)
     return rc;
 }
 
+/* Steps a cached statement that returns no rows (BEGIN, COMMIT). */
+static int run_cached(struct cs_store *s, enum st_id id)
+{
+    sqlite3_stmt *st = stmt(s, id);
+
+    return st ? run(s, st, SQL[id]) : -EIO;
+}
+
 static int rd_begin(struct cs_store *s)
 {
-    return exec(s->db, "BEGIN");
+    return run_cached(s, S_BEGIN);
 }
 
 static void rd_end(struct cs_store *s)
 {
-    if (!sqlite3_get_autocommit(s->db))
-        (void)sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (!sqlite3_get_autocommit(s->db) && run_cached(s, S_COMMIT) < 0 &&
+        !sqlite3_get_autocommit(s->db))
+        (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 static const char *col_str(sqlite3_stmt *st, int c, struct al_arena *a)
@@ -1348,68 +1367,216 @@ int cs_store_list(struct cs_store *s, const Airlock__V1__ListCredentialsRequest 
 
 /* ---- Resolve read ---- */
 
-static int get_locked(struct cs_store *s, const char *name, int32_t version, int64_t now,
-                      uint8_t *value, size_t cap, struct al_arena *a, struct cs_value_info *info,
-                      enum cs_why *why)
+/*
+ * Verified-row cache. Checking a credential row and its current version row
+ * (two HMACs) and unpacking the policy cost more than the rest of a read, and
+ * most Resolves ask for the same few credentials. An entry keeps the rows of
+ * one credential as read and verified, with the unpacked policy, and is used
+ * only while nothing at all has changed in the database since it was filled:
+ * PRAGMA data_version, read inside the same read transaction, changes with
+ * every commit of any other connection (this process's commit thread,
+ * airlockctl, an editor on the file), and sqlite3_total_changes64() with
+ * every row this connection writes. Any change refills the entry from the
+ * rows, MACs checked again, so an edited row is refused exactly as without
+ * the cache. Values are never cached: each read decrypts its own (AEAD
+ * checked), and GRACE/expiry is decided per read. Direct-mapped by name.
+ *
+ * Most reads need no transaction at all: an entry also keeps the WAL-index
+ * header (wal_header) as it stood before and after the read transaction that
+ * last confirmed it. SQLite rewrites that header on every commit of every
+ * connection (the frame count, checksums and salts change) and itself
+ * reuses its page cache only while the header is byte for byte the same. So
+ * while the header, read consistently, equals the entry's and this
+ * connection wrote nothing, nothing was committed since and the entry is
+ * used as it is; anything else takes the transaction path described first.
+ */
+#define VC_SLOTS       64
+#define WAL_HDR_LEN    48      /* one copy of the WAL-index header (SQLite's WalIndexHdr) */
+#define WAL_HDR_VER    3007000 /* its iVersion since SQLite 3.7.0 */
+#define WAL_SHM_REGION 32768   /* SQLite's wal-index region size; the header is in region 0 */
+
+struct vc_entry {
+    struct al_arena mem; /* the rows and the policy below */
+    int used;
+    int64_t dv;            /* PRAGMA data_version when filled */
+    sqlite3_int64 changes; /* sqlite3_total_changes64() when filled */
+    int tagged;            /* tag holds the WAL-index header the entry is current for */
+    uint8_t tag[WAL_HDR_LEN];
+    struct cred c; /* verified */
+    struct ver v;  /* verified: the version asked for (cached: the current one) */
+    Airlock__V1__BindingPolicy *policy; /* c.policy unpacked */
+};
+
+/*
+ * Borrows SQLite's own mapping of the first region of <db>-shm (the
+ * connection's VFS file, xShmMap without extending): valid while the
+ * connection is open. Never open and close the -shm file here instead: POSIX
+ * locks belong to the process, and closing any descriptor of the file drops
+ * the locks SQLite holds on it, after which another process opening the
+ * database would take the shared memory as unused and reset it. Without the
+ * mapping every read takes the transaction path.
+ */
+static void shm_map(struct cs_store *s)
 {
-    const struct cs_master *m;
-    struct al_arena tmp;
-    struct cred c;
-    struct ver v;
+    sqlite3_file *f = NULL;
+    void volatile *p = NULL;
+
+    if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+        !f->pMethods || f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)
+        return;
+    if (f->pMethods->xShmMap(f, 0, WAL_SHM_REGION, 0, &p) == SQLITE_OK && p)
+        s->shm = p;
+}
+
+/*
+ * Reads the WAL-index header the way SQLite's readers do: the first copy,
+ * a barrier, the second copy (writers write the second, then the first);
+ * both equal, initialised and of the known version, else it is being
+ * written (or is not what we know). Returns 0 with out filled, or -1.
+ */
+static int wal_header(const struct cs_store *s, uint8_t out[WAL_HDR_LEN])
+{
+    uint8_t h2[WAL_HDR_LEN];
+    uint32_t ver;
+
+    if (!s->shm)
+        return -1;
+    for (size_t i = 0; i < WAL_HDR_LEN; i++)
+        out[i] = s->shm[i];
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    for (size_t i = 0; i < WAL_HDR_LEN; i++)
+        h2[i] = s->shm[WAL_HDR_LEN + i];
+    memcpy(&ver, out, sizeof(ver)); /* native byte order, as SQLite writes it */
+    if (memcmp(out, h2, WAL_HDR_LEN) != 0 || ver != WAL_HDR_VER || out[12] == 0 /* isInit */)
+        return -1;
+    return 0;
+}
+
+static void vc_clear(struct vc_entry *e)
+{
+    al_arena_cleanup(&e->mem);
+    e->used = 0;
+    e->tagged = 0;
+}
+
+static uint32_t vc_slot(const char *name)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % VC_SLOTS;
+}
+
+/* Reads and verifies name's row and version `version` (0 = current) into e. */
+static int vc_fill(struct cs_store *s, const char *name, int32_t version, struct vc_entry *e,
+                   enum cs_why *why)
+{
     int rc;
 
-    al_arena_init(&tmp, 0);
-    rc = cred_load(s, name, a, &c);
+    vc_clear(e);
+    al_arena_init(&e->mem, 0);
+    e->tagged = 0;
+    rc = cred_load(s, name, &e->mem, &e->c);
     if (rc < 0) {
         *why = rc == AL_ERR_NOTFOUND ? CS_WHY_NOT_FOUND : CS_WHY_NONE;
-        goto out;
+        return rc;
     }
-    rc = cred_verify(s, &c);
+    rc = cred_verify(s, &e->c);
     if (rc == 0)
-        rc = ver_load(s, name, version ? version : c.current_version, &tmp, &v);
+        rc = ver_load(s, name, version ? version : e->c.current_version, &e->mem, &e->v);
     if (rc == AL_ERR_NOTFOUND) {
         *why = CS_WHY_NOT_FOUND;
-        goto out;
+        return rc;
     }
     if (rc == 0)
-        rc = ver_verify(s, name, &v);
-    if (rc == 0 && v.state == V_CURRENT && v.version != c.current_version) {
-        tamper(name, v.version, "CURRENT version is not the credential's current version");
+        rc = ver_verify(s, name, &e->v);
+    if (rc == 0 && e->v.state == V_CURRENT && e->v.version != e->c.current_version) {
+        tamper(name, e->v.version, "CURRENT version is not the credential's current version");
         rc = AL_ERR_CRYPTO;
     }
+    if (rc == 0)
+        rc = to_policy(&e->c, &e->mem, &e->policy);
     if (rc < 0) {
         *why = rc == AL_ERR_CRYPTO ? CS_WHY_TAMPERED : CS_WHY_NONE;
-        goto out;
+        return rc;
     }
-    if (v.state == V_DESTROYED || !v.env.ciphertext) {
+    e->used = 1;
+    return 0;
+}
+
+/* The verified rows for (name, version), from the cache when nothing changed. */
+static int rows_get(struct cs_store *s, const char *name, int32_t version, struct vc_entry *tmp,
+                    struct vc_entry **out, enum cs_why *why)
+{
+    sqlite3_stmt *st = stmt(s, S_DATA_VERSION);
+    struct vc_entry *e = tmp;
+    int64_t dv = 0;
+    int rc;
+
+    *out = NULL;
+    if (!st)
+        return -EIO;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        dv = sqlite3_column_int64(st, 0);
+    done(st);
+    if (rc != SQLITE_ROW)
+        return cs_sqlite_err(s->db, rc, "data_version");
+    if (version == 0 && s->vc) {
+        sqlite3_int64 changes = sqlite3_total_changes64(s->db);
+        e = &s->vc[vc_slot(name)];
+        if (e->used && e->dv == dv && e->changes == changes && strcmp(e->c.name, name) == 0) {
+            *out = e;
+            return 0;
+        }
+        rc = vc_fill(s, name, 0, e, why);
+        e->dv = dv;
+        e->changes = changes;
+    } else {
+        rc = vc_fill(s, name, version, e, why);
+    }
+    if (rc < 0) {
+        vc_clear(e); /* nothing unverified stays behind */
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+
+/* Decides whether version e->v may be released now and decrypts it. */
+static int release(struct cs_store *s, const struct vc_entry *e, const char *name, int64_t now,
+                   uint8_t *value, size_t cap, struct al_arena *a, struct cs_value_info *info,
+                   enum cs_why *why)
+{
+    const struct ver *v = &e->v;
+    const struct cs_master *m;
+    int rc;
+
+    if (v->state == V_DESTROYED || !v->env.ciphertext) {
         *why = CS_WHY_VERSION_DESTROYED;
-        rc = AL_ERR_NOTFOUND;
-        goto out;
+        return AL_ERR_NOTFOUND;
     }
-    if (v.state != V_CURRENT && (v.state != V_GRACE || now >= v.grace_end_ms)) {
+    if (v->state != V_CURRENT && (v->state != V_GRACE || now >= v->grace_end_ms)) {
         *why = CS_WHY_VERSION_EXPIRED;
-        rc = AL_ERR_EXPIRED;
-        goto out;
+        return AL_ERR_EXPIRED;
     }
-    m = cs_keyring_find(&s->keys, v.env.key_id);
-    rc = m ? cs_open(m, name, v.version, &v.env, value, cap, &info->len) : AL_ERR_CRYPTO;
+    m = cs_keyring_find(&s->keys, v->env.key_id);
+    rc = m ? cs_open(m, name, v->version, &v->env, value, cap, &info->len) : AL_ERR_CRYPTO;
     if (rc == AL_ERR_CRYPTO) {
-        tamper(name, v.version, "value envelope does not open");
+        tamper(name, v->version, "value envelope does not open");
         *why = CS_WHY_TAMPERED;
     }
     if (rc < 0)
-        goto out;
-    info->version = v.version;
-    info->type = c.type;
-    info->grace_period_ms = c.grace_period_ms;
-    info->grace_end_ms = v.state == V_GRACE ? v.grace_end_ms : 0;
-    rc = to_template(&c, a, &info->tmpl);
-    if (rc == 0)
-        rc = to_policy(&c, a, &info->policy);
+        return rc;
+    info->version = v->version;
+    info->type = e->c.type;
+    info->grace_period_ms = e->c.grace_period_ms;
+    info->grace_end_ms = v->state == V_GRACE ? v->grace_end_ms : 0;
+    info->policy = e->policy;
+    rc = to_template(&e->c, a, &info->tmpl);
     if (rc < 0)
         cs_cleanse(value, info->len);
-out:
-    al_arena_cleanup(&tmp);
     return rc;
 }
 
@@ -1417,8 +1584,10 @@ int cs_store_get_value(struct cs_store *s, const char *name, int32_t version, in
                        uint8_t *value, size_t cap, struct al_arena *arena,
                        struct cs_value_info *info, enum cs_why *why)
 {
+    struct vc_entry tmp = {0}, *e = NULL;
+    uint8_t h1[WAL_HDR_LEN], h2[WAL_HDR_LEN];
     enum cs_why dummy;
-    int rc;
+    int rc, t1;
 
     if (!why)
         why = &dummy;
@@ -1428,13 +1597,44 @@ int cs_store_get_value(struct cs_store *s, const char *name, int32_t version, in
     memset(info, 0, sizeof(*info));
     if (!name_ok(name))
         return AL_ERR_INVAL;
+    al_arena_init(&tmp.mem, 0);
+    t1 = wal_header(s, h1);
+    if (version == 0 && s->vc && t1 == 0) {
+        e = &s->vc[vc_slot(name)];
+        if (!(e->used && e->tagged && memcmp(e->tag, h1, WAL_HDR_LEN) == 0 &&
+              e->changes == sqlite3_total_changes64(s->db) && strcmp(e->c.name, name) == 0))
+            e = NULL;
+    }
+    if (e) { /* nothing committed since the entry was confirmed: no transaction */
+        rc = release(s, e, name, now_ms, value, cap, arena, info, why);
+        goto out;
+    }
     rc = rd_begin(s);
     if (rc < 0)
-        return rc;
-    rc = get_locked(s, name, version, now_ms, value, cap, arena, info, why);
+        goto out;
+    rc = rows_get(s, name, version, &tmp, &e, why);
     rd_end(s);
-    if (rc < 0)
+    if (rc == 0 && e != &tmp) {
+        /* confirmed by the transaction; tag it if no commit came in between */
+        e->tagged = t1 == 0 && wal_header(s, h2) == 0 && memcmp(h1, h2, WAL_HDR_LEN) == 0;
+        if (e->tagged)
+            memcpy(e->tag, h1, WAL_HDR_LEN);
+    }
+    if (rc == 0)
+        rc = release(s, e, name, now_ms, value, cap, arena, info, why);
+out:
+    if (rc < 0) {
         info->len = 0;
+        info->policy = NULL;
+    } else if (tmp.used) {
+        /* not cached: the policy must outlive tmp, in the caller's arena */
+        rc = to_policy(&tmp.c, arena, &info->policy);
+        if (rc < 0) {
+            cs_cleanse(value, info->len);
+            info->len = 0;
+        }
+    }
+    vc_clear(&tmp);
     return rc;
 }
 
@@ -1582,17 +1782,47 @@ static int keys_copy(struct cs_store *s, const struct cs_keyring *k)
     return 0;
 }
 
+/*
+ * A missing database file is created 0600 before SQLite sees it (-wal and
+ * -shm inherit the mode), when create is set. An existing one is only
+ * looked at, never opened: this process may already have it open through
+ * another connection (the service's commit thread), and closing any
+ * descriptor of a file drops every POSIX lock the process holds on it,
+ * SQLite's included. Returns 0, AL_ERR_NOTFOUND or -errno.
+ */
+static int db_file_check(const char *path, int create)
+{
+    struct stat st;
+    int fd;
+
+    if (lstat(path, &st) == 0) {
+        if (!S_ISREG(st.st_mode))
+            return -EINVAL;
+        return access(path, R_OK | W_OK) == 0 ? 0 : -errno;
+    }
+    if (errno != ENOENT)
+        return -errno;
+    if (!create)
+        return AL_ERR_NOTFOUND;
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return errno == EEXIST ? 0 : -errno; /* created meanwhile by another opener */
+    close(fd);
+    return 0;
+}
+
 /* Allocates s, creates the directory and the database file, opens the connection. */
 static int store_new(const char *dir, const struct cs_keyring *keys, int busy_ms, int create,
                      struct cs_store **out)
 {
     struct cs_store *s = calloc(1, sizeof(*s));
-    int fd, rc;
+    int rc;
 
     *out = NULL;
     if (!s)
         return AL_ERR_NOMEM;
     s->busy_ms = busy_ms > 0 ? busy_ms : CS_BUSY_TIMEOUT_MS;
+    s->vc = calloc(VC_SLOTS, sizeof(*s->vc)); /* none: every read verifies afresh */
     rc = keys_copy(s, keys);
     if (rc == 0 &&
         (!(s->dir = strdup(dir)) || asprintf(&s->db_path, "%s/%s", dir, CS_STORE_DB_FILE) < 0)) {
@@ -1601,13 +1831,8 @@ static int store_new(const char *dir, const struct cs_keyring *keys, int busy_ms
     }
     if (rc == 0 && create)
         rc = make_dir(dir);
-    if (rc == 0) {
-        /* created 0600 before SQLite sees it; -wal and -shm inherit the mode */
-        fd = open(s->db_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
-        rc = fd < 0 ? (errno == ENOENT ? AL_ERR_NOTFOUND : -errno) : 0;
-        if (fd >= 0)
-            close(fd);
-    }
+    if (rc == 0)
+        rc = db_file_check(s->db_path, create);
     if (rc == 0) {
         int src = sqlite3_open_v2(
             s->db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
@@ -1815,6 +2040,7 @@ int cs_store_open(const struct cs_store_opts *opts, struct cs_store **out)
         cs_store_close(s);
         return rc;
     }
+    shm_map(s);
     *out = s;
     return 0;
 }
@@ -1824,6 +2050,10 @@ void cs_store_close(struct cs_store *s)
     if (!s)
         return;
     cs_audit_free(s->audit);
+    s->shm = NULL; /* SQLite's mapping, gone with the connection */
+    for (int i = 0; s->vc && i < VC_SLOTS; i++)
+        vc_clear(&s->vc[i]);
+    free(s->vc);
     for (int i = 0; i < N_ST; i++)
         sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db);

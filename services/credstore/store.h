@@ -204,12 +204,14 @@ int cs_store_describe(struct cs_store *s, const char *name, struct al_arena *are
 int cs_store_list(struct cs_store *s, const Airlock__V1__ListCredentialsRequest *req,
                   struct al_arena *arena, Airlock__V1__ListCredentialsResponse **out);
 
-/* What comes with a released value. Pointers live in the arena passed. */
+/* What comes with a released value. tmpl lives in the arena passed; policy
+ * in it too, or in the store's verified-row cache: read-only, valid until
+ * the next call on the store. */
 struct cs_value_info {
     int32_t version;
     Airlock__V1__CredentialType type;
     Airlock__V1__InjectionTemplate *tmpl; /* effective template */
-    Airlock__V1__BindingPolicy *policy;   /* verified policy */
+    Airlock__V1__BindingPolicy *policy;   /* verified policy (see above) */
     int64_t grace_period_ms;              /* the credential's */
     int64_t grace_end_ms;                 /* of this version if in GRACE, else 0 */
     size_t len;                           /* bytes written to value */
@@ -226,6 +228,10 @@ struct cs_value_info {
  * why VERSION_DESTROYED for a destroyed one), AL_ERR_EXPIRED (grace over),
  * AL_ERR_CRYPTO (why TAMPERED: row MAC, envelope or unknown key),
  * AL_ERR_TOOBIG (cap too small), AL_ERR_NOMEM, or a database error.
+ * For version 0 the verified rows (never the value) are kept in a cache that
+ * is used only while the database is unchanged since they were read (any
+ * commit by any connection, or any row written through this one, refills
+ * it with a fresh MAC check); the value is decrypted on every call.
  */
 int cs_store_get_value(struct cs_store *s, const char *name, int32_t version, int64_t now_ms,
                        uint8_t *value, size_t cap, struct al_arena *arena,

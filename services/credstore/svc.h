@@ -4,18 +4,35 @@
  *
  * Every request is audited before it is answered. Admin changes carry their
  * record inside their own store transaction; everything else (Resolve,
- * reads, refusals) queues a record and parks its call as a waiter. Once per
- * loop iteration (an ev_prepare watcher, i.e. after every event of that
- * iteration) cs_svc_commit() writes all queued records in one transaction
- * and then answers every waiter; if the write fails, every waiter is denied
- * (fail closed) and released values are wiped unsent.
+ * reads, refusals) queues a record and parks its call as a waiter.
  *
- * Lifecycle: main.c fills struct cs_svc, calls cs_svc_start(), runs the loop,
- * then cs_svc_stop().
+ * Group commit on a commit thread: once per loop iteration (an ev_prepare
+ * watcher, i.e. after every event of that iteration), when the commit thread
+ * is free, the queued records and their waiters are handed to it as one
+ * batch. It writes the batch in one transaction (synchronous=FULL, its own
+ * SQLite connection, cs->wstore) and the head file, then wakes the loop
+ * (ev_async), which answers every waiter of the batch; if the write failed,
+ * every waiter is denied (fail closed) and released values are wiped
+ * unsent. Meanwhile the loop goes on with the next calls (grant checks,
+ * store reads), whose records form the next batch: no value ever leaves
+ * before its record is durable, but the loop no longer waits for the fsyncs.
+ * The loop also looks for a finished batch between requests (cs_svc_poll),
+ * so answers that are ready do not wait for the end of a long run of
+ * requests in one loop turn; they are sent at once (al_grpc_server_flush).
+ * At most one batch is in flight; the commit thread touches only the batch
+ * and its own connection, under cs->commit.mu. It asks for a short
+ * scheduler time slice (a hint), so that on a core it shares with the loop
+ * it runs as soon as an fsync returns.
+ *
+ * Lifecycle: main.c fills struct cs_svc, calls cs_svc_start() (opens the
+ * commit thread's connection and starts it), runs the loop, then
+ * cs_svc_stop() (commits what is queued, stops the thread).
  */
 #ifndef CS_SVC_H
 #define CS_SVC_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +75,27 @@ struct cs_waiter {
     size_t audit_index, audit_count;
 };
 
+/* The commit thread and the one batch it may hold. Fields below mu are
+ * shared and guarded by mu; the rest belong to the loop thread. */
+struct cs_commit {
+    pthread_t thread;
+    int running;               /* thread started (loop thread) */
+    struct cs_waiter *waiters; /* of the batch in flight (loop thread) */
+    size_t n_records;          /* in that batch */
+    ev_async done_w;           /* the thread finished a batch */
+    atomic_int done;           /* state is CS_COMMIT_DONE: a cheap look without mu */
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv; /* loop -> thread: a batch, or stop */
+    pthread_cond_t done_cv; /* thread -> loop (cs_svc_commit waits on it) */
+    int state;              /* CS_COMMIT_IDLE / _QUEUED / _DONE */
+    int stop;
+    struct cs_audit_batch batch;
+    int rc;                             /* cs_audit_commit_batch() result */
+    int64_t first_seq;                  /* seq of the batch's first record when committed */
+    int64_t head_seq;                   /* head after the commit */
+    char problem[CS_AUDIT_PROBLEM_MAX]; /* the chain found broken ("" if not) */
+};
+
 struct cs_svc {
     struct al_service svc;
     struct cs_config cfg;
@@ -66,6 +104,8 @@ struct cs_svc {
     size_t n_previous;
     struct cs_store *store;
     struct cs_audit *audit;
+    struct cs_store *wstore; /* the commit thread's connection (cs_svc_start) */
+    struct cs_commit commit;
     struct al_grant_keyring *keyring;
     struct cs_issuer_scope *scopes;
     char self_id[256];
@@ -79,8 +119,12 @@ struct cs_svc {
     size_t n_pool_small, n_pool_large;
 };
 
-/* Registers both gRPC services and the commit/sweep watchers. Returns 0 or < 0. */
+/* Registers both gRPC services and the commit/sweep watchers, opens the
+ * commit thread's connection to the store and starts the thread. Returns 0
+ * or < 0 (nothing is left running then; cs_svc_stop() is still safe). */
 int cs_svc_start(struct cs_svc *cs);
+/* Commits what is queued (answering its waiters), stops and joins the
+ * commit thread, closes its connection, frees the value pools. */
 void cs_svc_stop(struct cs_svc *cs);
 
 /* Ends a call with status, an airlock-error-bin ErrorDetail trailer and message. */
@@ -111,7 +155,15 @@ int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w, const Airlock__V1
 uint8_t *cs_svc_value_get(struct cs_svc *cs, size_t cap);
 void cs_svc_value_put(struct cs_svc *cs, uint8_t *buf, size_t cap, size_t used);
 
-/* Writes queued records and answers waiters (the ev_prepare hook; public for tests). */
+/* Answers the waiters of the batch in flight if it is written already:
+ * called between requests, so that a long run of requests in one loop turn
+ * does not hold back answers that are ready (they are sent at once). */
+void cs_svc_poll(struct cs_svc *cs);
+
+/* Writes every queued record now and answers the waiters: waits for the
+ * batch in flight, then commits the queue and waits for that too (blocks
+ * the loop; for admin reads that must see everything audited so far, a
+ * duplicate AppendAudit check and shutdown). */
 void cs_svc_commit(struct cs_svc *cs);
 
 /* Role of a SPIFFE id ("admin", "executor", ...) into buf, "" if none. */

@@ -7,7 +7,8 @@
  * leases and slots. The dispatcher (in_dispatch, run before each group
  * commit) hands each stream QUEUED jobs of its pools, oldest first, up to
  * its free slots: jobs past their backoff, sessionless or heading their
- * session (sessions.c), of principals under their concurrency quota. Each
+ * session (sessions.c), of principals under their concurrency quota,
+ * starting round-robin after the stream it served last. Each
  * lease gets a random 128-bit fencing token and, when the job binds
  * credentials, a grant signed for the executor's identity; the assignment is
  * sent only after the lease is durable.
@@ -223,25 +224,40 @@ static int fill_stream(struct in_svc *s, struct in_lstream *ls, int64_t now)
     return leased;
 }
 
-void in_dispatch(struct in_svc *s)
+int in_dispatch(struct in_svc *s, int64_t now)
 {
-    struct in_lstream *start, *ls;
-    int64_t now = in_now_ms();
+    struct in_lstream *start, *ls, *served = NULL;
+    int rc = 0;
 
     s->dispatch_dirty = 0;
+    /* everything time-dependent below is judged at `now`; the wake timer
+     * (in_wake_next) comes back for what changes after it */
+    s->dispatch_ms = now;
     if (s->svc.draining || s->stopping || !s->streams || s->queued_total <= 0)
-        return;
+        return 0;
     start = s->rr && s->rr->s ? s->rr : s->streams;
     ls = start;
     do {
-        if (ls->slots - ls->exec->held > 0 && fill_stream(s, ls, now) < 0) {
-            s->dispatch_dirty = 1; /* try again next turn */
+        if (ls->slots - ls->exec->held > 0 && (rc = fill_stream(s, ls, now)) < 0) {
+            AL_LOG_WARN("intake.dispatch", "reason=\"%s\" retry_ms=%d", al_strerror(rc),
+                        IN_RETRY_MS);
+            s->dispatch_dirty = 1; /* at the next flush, or by the wake timer */
+            s->retry_at_ms = now + IN_RETRY_MS;
             in_deadlines_dirty(s);
             break;
         }
+        if (rc > 0)
+            served = ls;
         ls = ls->next ? ls->next : s->streams;
     } while (ls != start);
-    s->rr = start->next ? start->next : s->streams;
+    /* the next dispatch starts after the last stream that got a job; one
+     * that leased nothing (a job still in its backoff) moves nothing, or the
+     * start would alternate with the number of dispatches and a re-queued
+     * job could land on the same (perhaps frozen) executor attempt after
+     * attempt */
+    if (served)
+        s->rr = served->next ? served->next : s->streams;
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- Lease streams ---- */

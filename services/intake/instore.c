@@ -743,14 +743,14 @@ static int min_of(struct in_store *s, int i, int64_t bind, int64_t *v)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc, sql[i]);
 }
 
-int in_store_next_deadline(struct in_store *s, int64_t now_ms, int64_t *next)
+int in_store_next_deadline(struct in_store *s, int64_t after_ms, int64_t *next)
 {
     int64_t v[3];
     int rc;
     *next = 0;
     if ((rc = min_of(s, ST_MIN_LEASE, 0, &v[0])) < 0 ||
         (rc = min_of(s, ST_MIN_QUEUE, 0, &v[1])) < 0 ||
-        (rc = min_of(s, ST_MIN_BACKOFF, now_ms, &v[2])) < 0)
+        (rc = min_of(s, ST_MIN_BACKOFF, after_ms, &v[2])) < 0)
         return rc;
     for (int i = 0; i < 3; i++)
         if (v[i] > 0 && (*next == 0 || v[i] < *next))

@@ -161,9 +161,10 @@ int in_store_session_put(struct in_store *s, const char *principal, const char *
 
 /* ---- queries for the scheduler ---- */
 
-/* Earliest future event: lease expiry, queue deadline, or backoff end after
- * now. *next = 0 when there is none. */
-int in_store_next_deadline(struct in_store *s, int64_t now_ms, int64_t *next);
+/* Earliest of: a lease expiry (LEASED/RUNNING) or a queue deadline (QUEUED),
+ * past ones included, and the end of a QUEUED job's backoff (not_before_ms)
+ * later than after_ms. *next = 0 when there is none. */
+int in_store_next_deadline(struct in_store *s, int64_t after_ms, int64_t *next);
 
 enum in_due { IN_DUE_LEASE, IN_DUE_QUEUE };
 /* Ids (IN_JOB_ID_LEN + 1 each) of up to max jobs whose lease expired

@@ -346,12 +346,21 @@ void in_dispatch_dirty(struct in_svc *s)
     s->dispatch_dirty = 1;
 }
 
+/* The earlier of two wall-clock moments, 0 meaning none. */
+static int64_t earliest(int64_t a, int64_t b)
+{
+    if (a == 0)
+        return b;
+    return b != 0 && b < a ? b : a;
+}
+
 struct gone_scan {
     struct in_svc *s;
-    int64_t now, next;
+    int64_t seen, next;
 };
 
-/* The next moment an executor without a stream becomes gone. */
+/* The moment an executor without a stream becomes gone (in_exec_gone), if
+ * that is after the dispatcher last looked. */
 static void gone_next(const char *key, void *value, void *user)
 {
     struct gone_scan *g = user;
@@ -364,30 +373,62 @@ static void gone_next(const char *key, void *value, void *user)
     if (g->s->start_ms + g->s->cfg.restart_grace_ms > at)
         at = g->s->start_ms + g->s->cfg.restart_grace_ms;
     at += 1;
-    if (at > g->now && (g->next == 0 || at < g->next))
-        g->next = at;
+    if (at > g->seen)
+        g->next = earliest(g->next, at);
+}
+
+/*
+ * Time-dependent eligibility is measured against s->dispatch_ms, the clock
+ * the dispatcher read, never against now_ms: the dispatch runs before the
+ * group commit and this runs after it, so a backoff (or grace, or gone
+ * moment) can end in between. Filtering on now_ms would drop it as "past"
+ * although no dispatch ever saw it pass, and nothing would wake the
+ * dispatcher again: the job would sit QUEUED next to a free slot.
+ */
+int64_t in_wake_next(struct in_svc *s, int64_t now_ms)
+{
+    int64_t seen = s->dispatch_ms, grace_end = s->start_ms + s->cfg.restart_grace_ms, next = 0;
+    int64_t retry = s->retry_at_ms;
+    struct gone_scan g = {s, seen, 0};
+
+    if (in_store_next_deadline(s->store, seen, &next) < 0)
+        next = now_ms + IN_RETRY_MS;
+    in_map_each(s->executors, gone_next, &g);
+    next = earliest(next, g.next);
+    /* executors not seen since the restart become gone when the grace ends */
+    if (seen <= grace_end)
+        next = earliest(next, grace_end + 1);
+    /* work a failure or a rebuild left for the next turn must not wait for
+     * an unrelated event */
+    if (s->dispatch_dirty || s->rebuild_pending) {
+        if (retry < now_ms)
+            retry = now_ms;
+        else if (retry > now_ms + IN_RETRY_MS)
+            retry = now_ms + IN_RETRY_MS; /* the wall clock was set back */
+        next = earliest(next, retry);
+    }
+    return next;
 }
 
 static void arm_wake(struct in_svc *s)
 {
-    int64_t now = in_now_ms(), next = 0;
-    struct gone_scan g = {s, now, 0};
+    int64_t next = in_wake_next(s, in_now_ms());
+    double after;
 
-    if (in_store_next_deadline(s->store, now, &next) < 0)
-        next = now + 1000; /* try again soon */
-    in_map_each(s->executors, gone_next, &g);
-    /* executors not seen since the restart become gone when the grace ends */
-    if (now <= s->start_ms + s->cfg.restart_grace_ms &&
-        (g.next == 0 || s->start_ms + s->cfg.restart_grace_ms + 1 < g.next))
-        g.next = s->start_ms + s->cfg.restart_grace_ms + 1;
-    if (g.next && (next == 0 || g.next < next))
-        next = g.next;
     s->deadlines_dirty = 0;
     ev_timer_stop(s->svc.loop, &s->wake_w);
     s->wake_at_ms = next;
     if (next == 0)
         return;
-    double after = next > now ? (double)(next - now) / 1000.0 : 0.;
+    /* libev counts a timer from the loop's cached time (ev_now, wall clock),
+     * read before this iteration's callbacks and commit ran; aim at `next`
+     * itself rather than at a delay from a later clock reading, plus 1 ms for
+     * the ms rounding. A wake that still comes early (the wall clock was set)
+     * finds nothing due and arms again: in_wake_next() keeps every deadline
+     * that is not processed or judged yet. */
+    after = (double)next / 1000.0 - ev_now(s->svc.loop);
+    if (after < 0.)
+        after = 0.;
     ev_timer_set(&s->wake_w, after + 0.001, 0.);
     ev_timer_start(s->svc.loop, &s->wake_w);
 }
@@ -450,7 +491,7 @@ void in_svc_flush(struct in_svc *s)
     int rc = 0, had_tx;
 
     if (s->dispatch_dirty)
-        in_dispatch(s);
+        in_dispatch(s, in_now_ms());
     had_tx = in_store_in_tx(s->store);
     if (had_tx) {
         rc = in_store_commit(s->store);
@@ -459,6 +500,7 @@ void in_svc_flush(struct in_svc *s)
             al_metric_add(s->m_commit_fail, 1);
             AL_LOG_ERROR("intake.commit", "ops=%zu reason=\"%s\"", s->batch_ops, al_strerror(rc));
             s->rebuild_pending = 1;
+            s->retry_at_ms = in_now_ms() + IN_RETRY_MS;
         }
     }
     s->batch_ops = 0;
@@ -470,11 +512,16 @@ void in_svc_flush(struct in_svc *s)
     }
     if (s->rebuild_pending) {
         s->rebuild_pending = 0;
-        if (rebuild(s) < 0)
+        if ((rc = rebuild(s)) < 0) {
+            AL_LOG_ERROR("intake.rebuild", "reason=\"%s\" retry_ms=%d", al_strerror(rc),
+                         IN_RETRY_MS);
             s->rebuild_pending = 1;
+            s->retry_at_ms = in_now_ms() + IN_RETRY_MS;
+        }
     }
     in_watch_pump(s);
-    if (s->deadlines_dirty)
+    /* a dispatch or rebuild still dirty needs the timer too (in_wake_next) */
+    if (s->deadlines_dirty || s->dispatch_dirty || s->rebuild_pending)
         arm_wake(s);
     update_gauges(s);
 }

@@ -45,6 +45,7 @@
 
 #define IN_REASON(x) AIRLOCK__V1__ERROR_REASON__ERROR_REASON_##x
 #define IN_KIND(x)   AIRLOCK__V1__JOB_KIND__JOB_KIND_##x
+#define IN_RETRY_MS  1000 /* ms until a failed dispatch, commit or rebuild is retried */
 
 struct al_grant_signer;
 struct al_metric;
@@ -133,7 +134,9 @@ struct in_svc {
 
     ev_prepare prepare_w;
     ev_timer wake_w, sweep_w;
-    int64_t wake_at_ms;
+    int64_t wake_at_ms;  /* wall-clock ms the wake timer is armed for (0: not armed) */
+    int64_t dispatch_ms; /* wall-clock ms the dispatcher last judged eligibility at */
+    int64_t retry_at_ms; /* after a failure: when work left dirty is tried again */
     int deadlines_dirty, dispatch_dirty, rebuild_pending, prune_due;
 
     struct al_arena txa; /* messages and actions waiting for the commit */
@@ -143,7 +146,7 @@ struct in_svc {
     struct in_map *executors;  /* "identity instance" -> struct in_exec */
     int queued_total, active_total;
     struct in_lstream *streams;
-    struct in_lstream *rr; /* dispatcher's round-robin start */
+    struct in_lstream *rr; /* dispatcher's start: after the last stream it served */
 
     struct in_map *watch_by_job; /* job id -> struct in_watch list */
     struct in_watch *watch_all, *pump_head;
@@ -202,6 +205,20 @@ void in_dispatch_dirty(struct in_svc *s);
 
 /* Commits and runs actions (the ev_prepare hook; public for tests). */
 void in_svc_flush(struct in_svc *s);
+
+/*
+ * The wall-clock moment (ms) the wake timer must fire at, seen at now_ms; 0
+ * when nothing is pending. It is the earliest of: a lease expiry or queue
+ * deadline in the store (past ones too: they are processed at the wake); a
+ * moment after s->dispatch_ms at which a job may become leasable without any
+ * event (a backoff ends, an executor without a stream becomes gone, the
+ * restart grace ends); and, while a dispatch or counter rebuild is left
+ * dirty, now_ms (or s->retry_at_ms after a failure). Anything the
+ * dispatcher last judged before it changed is therefore due at once, however
+ * long the commit between the dispatch and this call took. A store failure
+ * gives now_ms + IN_RETRY_MS at the latest. Reads only; does not arm.
+ */
+int64_t in_wake_next(struct in_svc *s, int64_t now_ms);
 
 /* ---- auth.c ---- */
 
@@ -266,8 +283,14 @@ Airlock__V1__Job *in_job_msg(const struct in_job *j, struct al_arena *a, int ful
 int in_jobsvc_register(struct in_svc *s);
 int in_execsvc_register(struct in_svc *s);
 
-/* Runs the dispatcher if anything may have changed (the prepare hook). */
-void in_dispatch(struct in_svc *s);
+/*
+ * Runs the lease dispatcher judging eligibility (backoffs, executors gone,
+ * the restart grace) at wall-clock now_ms, which it records in
+ * s->dispatch_ms; clears s->dispatch_dirty. Returns 0, or < 0 when the store
+ * failed: the dispatch stays dirty and is retried IN_RETRY_MS later (or at
+ * the next flush).
+ */
+int in_dispatch(struct in_svc *s, int64_t now_ms);
 /* Processes expired leases and queue timeouts due at now (the wake timer). */
 void in_process_due(struct in_svc *s, int64_t now_ms);
 /* Sends LeaseCancel for job to its holder's stream (after the commit). */

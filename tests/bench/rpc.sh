@@ -89,7 +89,10 @@ if [[ $BIN == "$ROOT/build-rel/bin" ]]; then
   if ! { cmake -S "$ROOT" -B "$ROOT/build-rel" -DCMAKE_BUILD_TYPE=Release >"$BLOG" 2>&1 &&
     make -C "$ROOT/build-rel" -j"$(nproc)" --no-print-directory airlock-testsvc \
       >>"$BLOG" 2>&1; }; then
-    grep -E 'error' "$BLOG" | head -20
+    # the end of the log says why (CMake writes "CMake Error", the compiler
+    # "error:"); never let printing it end the script under set -e/pipefail
+    log "Release build failed; the end of $BLOG:"
+    tail -n 25 "$BLOG" 2>/dev/null | sed 's/^/  | /' || true
     ((had)) || die "Release build of airlock-testsvc (log: $BLOG)"
     log "warning: rebuilding build-rel failed; measuring the existing, possibly stale, binary"
   fi

@@ -161,10 +161,12 @@ PRINCIPALS = ('principals = (\n'
 class Server:
     """One airlock-intake process with its own config, data dir and log."""
 
-    def __init__(self, name, extra="", data_dir=None):
+    def __init__(self, name, extra="", data_dir=None,
+                 retry='backoff_base = "100ms"; backoff_max = "400ms";'):
         self.name = name
         self.data_dir = data_dir or os.path.join(T_DIR, f"{name}.data")
         self.extra = extra
+        self.retry = retry
         self.proc = None
         self.port = None
         self.ops = None
@@ -179,7 +181,7 @@ class Server:
                 f'data_dir = "{self.data_dir}";\n'
                 f'grpc = {{ drain_timeout = "10s"; }};\n'
                 f'lease = {{ ttl = "3s"; heartbeat_interval = "1s"; restart_grace = "4s"; }};\n'
-                f'retry = {{ backoff_base = "100ms"; backoff_max = "400ms"; }};\n'
+                f'retry = {{ {self.retry} }};\n'
                 f'grant = {{ key_file = "{KEYS}/intake-0.key"; lifetime = "20s"; '
                 f'renew_before = "19s"; }};\n'
                 f'api_keys = {{ cache_ttl = "300ms"; }};\n'
@@ -1435,6 +1437,29 @@ def c_crash(keys_unused=None):
     srv.stop()
 
 
+def c_backoff_wake():
+    """A lease that expires is re-queued with a 1 ms backoff, which ends while the group
+    commit of the expiry runs, after the dispatcher (run before the commit) saw it still
+    pending. With one job and nothing else due, only the wake timer can bring it back to
+    the free slot: round after round, until the attempts are used up."""
+    srv = Server("bwake", retry='backoff_base = "1ms"; backoff_max = "1ms";').start()
+    a = srv.jobs(srv.new_key("acme/bwake"))
+    ex = srv.executor(0, slots=1, pools=["p25"], auto=False).open()
+    try:
+        jid = a.submit(exec_spec("p25", max_attempts=4)).job.id
+        for attempt in (1, 2, 3, 4):
+            asg = ex.assignment()  # no heartbeats: each lease expires
+            expect(asg.job.id == jid and asg.attempt == attempt,
+                   f"assignment {asg.attempt}, want attempt {attempt}")
+        j = a.wait_state(jid, TERMINAL)
+        expect(j.state == P.JOB_STATE_FAILED and j.attempt == 4 and
+               j.result.failure_reason == P.FAILURE_REASON_EXECUTOR_LOST,
+               f"after four lost leases: {P.JobState.Name(j.state)} attempt {j.attempt}")
+    finally:
+        ex.close()
+    srv.stop()
+
+
 def c_retention():
     srv = Server("ret", extra='retention = { jobs = "3s"; events = "1s"; idempotency = "1s"; '
                               'sweep_interval = "200ms"; };\n').start()
@@ -1519,6 +1544,7 @@ def main():
         ("thousand-jobs", lambda: c_thousand(srv, keys)),
         ("drain", lambda: c_drain(srv, keys)),
         ("kill9-burst-restart-grace", lambda: c_crash()),
+        ("backoff-wake", lambda: c_backoff_wake()),
         ("retention", lambda: c_retention()),
     ]
     only = ENV.get("INTAKE_ONLY")

@@ -1,6 +1,7 @@
 /* Unit tests for the credstore audit chain: group commit, verify, and the
  * detection of edited, deleted, reordered and truncated records; head file
- * handling; fail-closed commits; query filters and paging. */
+ * handling; fail-closed commits; commits through a second connection; query
+ * filters and paging. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -385,6 +386,82 @@ static void test_commit_failures(void)
     cs_store_close(s);
 }
 
+/* Records queued on one connection and committed through another (the
+ * service's commit thread), interleaved with commits of the first one: the
+ * chain stays one chain, and an edit by a third party is still caught by the
+ * next commit on either connection. The head file is rewritten in place. */
+static void test_commit_elsewhere(void)
+{
+    Airlock__V1__AuditRecord rec = AIRLOCK__V1__AUDIT_RECORD__INIT;
+    struct cs_audit_batch b;
+    struct cs_audit_verify_result r;
+    char dir[128], head[256], sql[128];
+    struct stat st1, st2;
+    struct cs_store *s = fresh(dir, sizeof(dir)), *w = open_dir(dir, 0);
+    struct cs_audit *a = cs_store_audit(s), *wa = cs_store_audit(w);
+    int64_t first = 0, seq = 0;
+    size_t idx = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
+    snprintf(head, sizeof(head), "%s/audit.head", dir);
+    cs_audit_batch_init(&b);
+    rec.caller = "spiffe://airlock/executor/e1";
+    rec.credential = "cred/x";
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 4; i++)
+            CU_ASSERT_EQUAL(cs_audit_append(a, &rec, &idx), 0);
+        CU_ASSERT_EQUAL(idx, 3);
+        CU_ASSERT_EQUAL(cs_audit_take(a, &b), 4);
+        CU_ASSERT_EQUAL(cs_audit_pending(a), 0);
+        CU_ASSERT_EQUAL(cs_audit_take(a, &b), 0); /* b not empty: nothing moved */
+        CU_ASSERT_EQUAL(cs_audit_commit_batch(wa, &b, &first), 0);
+        CU_ASSERT_EQUAL(first, 1 + 5 * round);
+        CU_ASSERT_EQUAL(b.n, 0);
+        if (round == 0)
+            CU_ASSERT_EQUAL(stat(head, &st1), 0);
+        /* and one record through the first connection itself */
+        CU_ASSERT_EQUAL(cs_audit_append(a, &rec, NULL), 0);
+        CU_ASSERT_EQUAL(cs_audit_commit(a, &first), 0);
+        CU_ASSERT_EQUAL(first, 5 + 5 * round);
+    }
+    cs_audit_head(wa, &seq, NULL);
+    CU_ASSERT_EQUAL(seq, 14); /* the writer knows its own last commit */
+    CU_ASSERT_EQUAL(cs_audit_append(a, &rec, NULL), 0);
+    CU_ASSERT_EQUAL(cs_audit_take(a, &b), 1);
+    CU_ASSERT_EQUAL(cs_audit_commit_batch(wa, &b, &first), 0);
+    CU_ASSERT_EQUAL(first, 16);
+    CU_ASSERT_EQUAL(cs_audit_commit_batch(wa, &b, &first), 0); /* empty: nothing to do */
+    CU_ASSERT_EQUAL(cs_audit_commit_batch(wa, &b, &first), 0);
+    CU_ASSERT_EQUAL(cs_audit_append(a, &rec, NULL), 0);
+    CU_ASSERT_EQUAL(cs_audit_take(a, &b), 1);
+    CU_ASSERT_EQUAL(cs_audit_commit_batch(wa, &b, &first), 0);
+    CU_ASSERT_EQUAL(first, 17);
+    CU_ASSERT_EQUAL(stat(head, &st2), 0);
+    CU_ASSERT_EQUAL(st1.st_ino, st2.st_ino); /* overwritten in place */
+    r = verify(s);
+    CU_ASSERT_TRUE(r.intact);
+    CU_ASSERT_EQUAL(r.head_seq, 17);
+    /* a third party removes the last record: the next commit through the
+     * writer must look at the head again and refuse */
+    snprintf(sql, sizeof(sql), "DELETE FROM audit WHERE seq = %d", 17);
+    raw_sql(dir, sql);
+    CU_ASSERT_EQUAL(cs_audit_append(a, &rec, NULL), 0);
+    CU_ASSERT_EQUAL(cs_audit_take(a, &b), 1);
+    CU_ASSERT_EQUAL(cs_audit_commit_batch(wa, &b, &first), AL_ERR_CRYPTO);
+    CU_ASSERT_PTR_NOT_NULL(cs_audit_problem(wa));
+    CU_ASSERT_EQUAL(b.n, 0);
+    /* refused at once from now on; the problem can be handed to the other side */
+    CU_ASSERT_EQUAL(cs_audit_append(a, &rec, NULL), 0);
+    CU_ASSERT_EQUAL(cs_audit_take(a, &b), 1);
+    CU_ASSERT_EQUAL(cs_audit_commit_batch(wa, &b, &first), AL_ERR_CRYPTO);
+    cs_audit_set_problem(a, cs_audit_problem(wa));
+    CU_ASSERT_PTR_NOT_NULL(cs_audit_problem(a));
+    CU_ASSERT_EQUAL(cs_audit_append(a, &rec, NULL), AL_ERR_CRYPTO);
+    cs_audit_batch_cleanup(&b);
+    cs_store_close(w);
+    cs_store_close(s);
+}
+
 static void test_limits_and_batches(void)
 {
     Airlock__V1__AuditRecord rec = AIRLOCK__V1__AUDIT_RECORD__INIT;
@@ -557,6 +634,7 @@ int main(void)
     CU_add_test(s, "truncation with meta rewound detected", test_truncation_with_meta_rewind);
     CU_add_test(s, "head file repair and tamper", test_head_file_repair);
     CU_add_test(s, "commit failures fail closed", test_commit_failures);
+    CU_add_test(s, "commit through another connection", test_commit_elsewhere);
     CU_add_test(s, "field limits and batch lookup", test_limits_and_batches);
     CU_add_test(s, "query filters and paging", test_query);
     CU_add_test(s, "store change with its record", test_change_with_record);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CUnit/Basic.h>
@@ -316,6 +317,103 @@ static void test_row_tamper(void)
     raw_sql(dir, "UPDATE credentials SET current_version = 1 WHERE name = 'a/five'");
     s = open_a(dir);
     CU_ASSERT_EQUAL(get(s, "a/five", 0, T0 + 2, NULL, &why), AL_ERR_CRYPTO);
+    cs_store_close(s);
+}
+
+/* Reads kept in the verified-row cache must see every change: rows edited
+ * through another connection while the store is open, and changes made
+ * through the store itself. */
+static void test_row_tamper_while_open(void)
+{
+    char dir[128];
+    enum cs_why why;
+    struct cs_store *s;
+
+    newdir(dir, sizeof(dir));
+    s = open_a(dir);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(put(s, "b/one", "value-one", T0), 0);
+    CU_ASSERT_EQUAL(put(s, "b/two", "value-two", T0), 0);
+    CU_ASSERT_EQUAL(put(s, "b/three", "value-three", T0), 0);
+    for (int i = 0; i < 3; i++) { /* cached after the first */
+        CU_ASSERT_EQUAL(get(s, "b/one", 0, T0, "value-one", NULL), 0);
+        CU_ASSERT_EQUAL(get(s, "b/two", 0, T0, "value-two", NULL), 0);
+        CU_ASSERT_EQUAL(get(s, "b/three", 0, T0, "value-three", NULL), 0);
+    }
+    /* another connection commits something unrelated: still served */
+    raw_sql(dir, "UPDATE meta SET v = v WHERE k = 'schema_version'");
+    CU_ASSERT_EQUAL(get(s, "b/one", 0, T0, "value-one", NULL), 0);
+    /* edited through another connection while the store is open */
+    raw_sql(dir, "UPDATE credentials SET template_header = 'X-Leak' WHERE name = 'b/one'");
+    CU_ASSERT_EQUAL(get(s, "b/one", 0, T0, NULL, &why), AL_ERR_CRYPTO);
+    CU_ASSERT_EQUAL(why, CS_WHY_TAMPERED);
+    CU_ASSERT_EQUAL(get(s, "b/one", 0, T0, NULL, &why), AL_ERR_CRYPTO); /* and stays refused */
+    raw_sql(dir,
+            "UPDATE versions SET state = 2, grace_end_ms = 9000000000000 WHERE name = 'b/two'");
+    CU_ASSERT_EQUAL(get(s, "b/two", 0, T0, NULL, &why), AL_ERR_CRYPTO);
+    CU_ASSERT_EQUAL(get(s, "b/three", 0, T0, "value-three", NULL), 0); /* untouched */
+    /* a change through the store itself is seen at once */
+    CU_ASSERT_EQUAL(rotate(s, "b/three", "value-three-2", T0 + 1, 0, 0), 0);
+    CU_ASSERT_EQUAL(get(s, "b/three", 0, T0 + 2, "value-three-2", NULL), 0);
+    cs_store_close(s);
+}
+
+/* Another process (airlockctl) opening the database while the store is open
+ * must find it in use: the store must keep SQLite's locks on the WAL index
+ * intact, or that process resets the shared memory under it. */
+static void test_second_process(void)
+{
+    char dir[128];
+    struct cs_store *s, *s2;
+    int status = -1;
+    pid_t pid;
+
+    newdir(dir, sizeof(dir));
+    s = open_a(dir);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(put(s, "p/one", "value-one", T0), 0);
+    CU_ASSERT_EQUAL(get(s, "p/one", 0, T0, "value-one", NULL), 0);
+    /* a second connection of this process (the service's commit thread) */
+    s2 = open_a(dir);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s2);
+    fflush(NULL);
+    pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        /* the key's locked pages are wiped in a forked child: load it again */
+        uint8_t raw[CS_KEY_LEN];
+        struct cs_master *k = NULL;
+        struct cs_store *c = NULL;
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        char shm[160];
+        int rc, fd;
+        /* the parent still holds SQLite's locks on the database and its WAL index */
+        for (int i = 0; i < 2; i++) {
+            snprintf(shm, sizeof(shm), "%s/credstore.db%s", dir, i ? "-shm" : "");
+            fl = (struct flock){.l_type = F_WRLCK, .l_whence = SEEK_SET};
+            fd = open(shm, O_RDWR | O_CLOEXEC);
+            if (fd < 0 || fcntl(fd, F_GETLK, &fl) < 0 || fl.l_type == F_UNLCK ||
+                fl.l_pid != getppid())
+                _exit(2 + i);
+            close(fd);
+        }
+        memset(raw, 0xa1, sizeof(raw));
+        rc = cs_master_from_bytes(raw, &k);
+        if (rc == 0)
+            c = open_keys(dir, k, NULL, &rc);
+        rc = rc == 0 && put(c, "p/child", "value-child", T0) == 0 ? 0 : 1;
+        cs_store_close(c);
+        cs_master_free(k);
+        _exit(rc);
+    }
+    CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CU_ASSERT_EQUAL(put(s, "p/two", "value-two", T0), 0);
+    CU_ASSERT_EQUAL(get(s, "p/two", 0, T0, "value-two", NULL), 0);
+    CU_ASSERT_EQUAL(get(s, "p/child", 0, T0, "value-child", NULL), 0);
+    CU_ASSERT_EQUAL(get(s, "p/one", 0, T0, "value-one", NULL), 0);
+    CU_ASSERT_EQUAL(get(s2, "p/two", 0, T0, "value-two", NULL), 0);
+    cs_store_close(s2);
     cs_store_close(s);
 }
 
@@ -765,6 +863,8 @@ int main(void)
     CU_add_test(s, "wrong master key refused", test_wrong_master);
     CU_add_test(s, "no plaintext in db, wal, shm", test_no_plaintext_at_rest);
     CU_add_test(s, "rows edited in SQLite refused", test_row_tamper);
+    CU_add_test(s, "rows edited while the store is open refused", test_row_tamper_while_open);
+    CU_add_test(s, "another process opens the database meanwhile", test_second_process);
     CU_add_test(s, "grace expiry and sweep", test_grace_and_sweep);
     CU_add_test(s, "put/rotate semantics", test_put_semantics);
     CU_add_test(s, "delete", test_delete);

@@ -1,9 +1,12 @@
 /* Unit tests for job transitions on a real store, without the network
- * (lifecycle.c, execsvc.c's due processing, sessions.c, auth.c scoping):
- * lease expiry re-queues with backoff and then fails EXECUTOR_LOST, a
- * cancelled lease ends CANCELLED, the restart grace holds expiry back and
- * decides when an executor is gone, queue timeouts, idempotency keys per
- * principal, tenant visibility, per-principal counters and executor slots. */
+ * (lifecycle.c, execsvc.c's due processing and dispatcher, insvc.c's wake
+ * computation, sessions.c, auth.c scoping): lease expiry re-queues with
+ * backoff and then fails EXECUTOR_LOST, a cancelled lease ends CANCELLED, the
+ * restart grace holds expiry back and decides when an executor is gone, queue
+ * timeouts, idempotency keys per principal, tenant visibility, per-principal
+ * counters and executor slots; the wake timer never loses a backoff end, a
+ * grace end or a failed dispatch that the dispatcher has not judged yet; the
+ * dispatcher's round robin moves only when a stream got a job. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +42,7 @@ static void svc_open(struct in_svc *s)
     s->cfg.restart_grace_ms = 5000;
     s->cfg.backoff_base_ms = 100;
     s->cfg.backoff_max_ms = 1000;
+    s->cfg.quota_max_concurrent = 100;
     s->start_ms = T0;
 }
 
@@ -61,15 +65,17 @@ static void svc_close(struct in_svc *s)
     al_arena_cleanup(&s->txa);
 }
 
-/* A QUEUED job as Submit stores it (first event included). */
-static void submit(struct in_svc *s, struct in_job *j, const char *id, const char *principal,
-                   int max_attempts)
+/* A QUEUED job as Submit stores it (first event included), in session
+ * `session` ("" for none). */
+static void submit_in(struct in_svc *s, struct in_job *j, const char *id, const char *principal,
+                      int max_attempts, const char *session)
 {
     Airlock__V1__JobEvent ev = AIRLOCK__V1__JOB_EVENT__INIT;
     Airlock__V1__StateChange sc = AIRLOCK__V1__STATE_CHANGE__INIT;
     memset(j, 0, sizeof(*j));
     snprintf(j->id, sizeof(j->id), "%s", id);
     snprintf(j->principal, sizeof(j->principal), "%s", principal);
+    snprintf(j->session_id, sizeof(j->session_id), "%s", session);
     snprintf(j->pool, sizeof(j->pool), "p");
     j->kind = 1;
     j->max_attempts = max_attempts;
@@ -87,6 +93,12 @@ static void submit(struct in_svc *s, struct in_job *j, const char *id, const cha
     CU_ASSERT_EQUAL(in_store_job_insert(s->store, j), 0);
     in_count(s, principal, 0, IN_JS(QUEUED));
     CU_ASSERT_EQUAL(in_tx_end(s, 1), 0);
+}
+
+static void submit(struct in_svc *s, struct in_job *j, const char *id, const char *principal,
+                   int max_attempts)
+{
+    submit_in(s, j, id, principal, max_attempts, "");
 }
 
 /* What the dispatcher does to lease j to EXEC/INST at now. */
@@ -334,6 +346,172 @@ static void test_sessions(void)
     svc_close(&s);
 }
 
+/* A Lease stream of executor instance `inst` for pool "p" with one slot. */
+static struct in_exec *stream_open(struct in_svc *s, struct in_lstream *ls, char **pools,
+                                   const char *inst)
+{
+    struct in_exec *e = in_exec_get(s, EXEC, inst);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    memset(ls, 0, sizeof(*ls));
+    ls->s = s;
+    ls->exec = e;
+    ls->pools = pools;
+    ls->npools = pools ? 1 : 0;
+    ls->slots = 1;
+    e->stream = ls;
+    s->streams = ls;
+    return e;
+}
+
+/* Runs the dispatcher at `now` as the flush does (its savepoints need the
+ * batch transaction committed), then drops the queued assignment messages. */
+static int dispatch_at(struct in_svc *s, int64_t now)
+{
+    int rc = in_dispatch(s, now);
+    if (in_store_in_tx(s->store))
+        CU_ASSERT_EQUAL(in_store_commit(s->store), 0);
+    s->actions = NULL;
+    s->actions_tail = &s->actions;
+    al_arena_cleanup(&s->txa);
+    return rc;
+}
+
+/*
+ * The intermittent stall after a restart: a lease expires, the job is
+ * re-queued with a backoff ending at B, the dispatcher runs (before the group
+ * commit) at a moment just before B and skips it, the commit takes long
+ * enough for B to pass, and the wake is then computed. The wake must be due
+ * at once (B), not dropped as "in the past".
+ */
+static void test_wake_backoff_not_lost(void)
+{
+    struct in_svc s;
+    struct in_job j;
+    struct in_lstream ls;
+    char pool[] = "p", *pools[] = {pool};
+    svc_open(&s);
+    submit(&s, &j, "00000000000000000000000000000007", "acme", 3);
+    lease(&s, &j, T0);
+    in_exec_find(&s, EXEC, INST)->last_seen_ms = T0;
+    struct in_exec *e = stream_open(&s, &ls, pools, "ffffffffffffffffffffffffffffffff");
+    in_process_due(&s, T0 + 3000);
+    reload(&s, &j);
+    CU_ASSERT_EQUAL_FATAL(j.state, IN_JS(QUEUED));
+    CU_ASSERT_EQUAL_FATAL(j.not_before_ms, T0 + 3100);
+    /* the dispatcher looks 1 ms before the backoff ends: nothing to lease */
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 3099), 0);
+    reload(&s, &j);
+    CU_ASSERT_EQUAL(j.state, IN_JS(QUEUED));
+    CU_ASSERT_EQUAL(e->held, 0);
+    /* the commit took 51 ms: the backoff end is past, yet still the wake */
+    CU_ASSERT_EQUAL(in_wake_next(&s, T0 + 3150), T0 + 3100);
+    /* the wake's dispatch leases it as attempt 2 on the open stream */
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 3151), 0);
+    reload(&s, &j);
+    CU_ASSERT_EQUAL(j.state, IN_JS(LEASED));
+    CU_ASSERT_EQUAL(j.attempt, 2);
+    CU_ASSERT_STRING_EQUAL(j.instance_id, "ffffffffffffffffffffffffffffffff");
+    CU_ASSERT_EQUAL(e->held, 1);
+    /* judged now, so no longer a reason to wake: next come the restart grace
+     * end (the old instance becomes gone then too), then the new lease's
+     * expiry; never a moment the dispatcher already judged */
+    CU_ASSERT_EQUAL(in_wake_next(&s, T0 + 3152), T0 + 5001);
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 5001), 0);
+    CU_ASSERT_EQUAL(in_wake_next(&s, T0 + 5002), T0 + 3151 + 3000);
+    e->stream = NULL;
+    svc_close(&s);
+}
+
+/* A session job whose holder vanished with the restart may move only after
+ * the grace; a dispatch just inside the grace must not lose that moment. */
+static void test_wake_grace_end_not_lost(void)
+{
+    struct in_svc s;
+    struct in_job j;
+    struct in_lstream ls;
+    char pool[] = "p", *pools[] = {pool};
+    svc_open(&s);
+    submit_in(&s, &j, "00000000000000000000000000000008", "acme", 3, "ws");
+    CU_ASSERT_EQUAL(in_store_session_put(s.store, "acme", "ws", "spiffe://airlock/executor/old",
+                                         INST, T0 - 10000),
+                    0);
+    struct in_exec *e = stream_open(&s, &ls, pools, "ffffffffffffffffffffffffffffffff");
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 5000), 0); /* the last ms of the grace */
+    reload(&s, &j);
+    CU_ASSERT_EQUAL(j.state, IN_JS(QUEUED));
+    CU_ASSERT_EQUAL(in_wake_next(&s, T0 + 5040), T0 + 5001);
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 5041), 0);
+    reload(&s, &j);
+    CU_ASSERT_EQUAL(j.state, IN_JS(LEASED));
+    CU_ASSERT_TRUE(j.workspace_reset);
+    CU_ASSERT_EQUAL(e->held, 1);
+    e->stream = NULL;
+    svc_close(&s);
+}
+
+/* A dispatch that fails stays dirty and is retried IN_RETRY_MS later by the
+ * timer alone; a rebuild asked for comes back at once. */
+static void test_wake_retries_failed_dispatch(void)
+{
+    struct in_svc s;
+    struct in_job j;
+    struct in_lstream ls;
+    svc_open(&s);
+    submit(&s, &j, "00000000000000000000000000000009", "acme", 3);
+    /* a stream without pools makes the candidate query fail */
+    struct in_exec *e = stream_open(&s, &ls, NULL, "ffffffffffffffffffffffffffffffff");
+    CU_ASSERT(dispatch_at(&s, T0 + 10000) < 0);
+    CU_ASSERT_TRUE(s.dispatch_dirty);
+    CU_ASSERT_EQUAL(in_wake_next(&s, T0 + 10000), T0 + 10000 + IN_RETRY_MS);
+    CU_ASSERT_EQUAL(in_wake_next(&s, T0 + 12000), T0 + 12000);
+    /* once it succeeds only the queue deadline is left */
+    e->stream = NULL;
+    s.streams = NULL;
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 12000), 0);
+    CU_ASSERT_FALSE(s.dispatch_dirty);
+    CU_ASSERT_EQUAL(in_wake_next(&s, T0 + 12000), T0 + 60000);
+    s.rebuild_pending = 1;
+    CU_ASSERT_EQUAL(in_wake_next(&s, T0 + 12001), T0 + 12001);
+    svc_close(&s);
+}
+
+/* Round robin: a dispatch that leases nothing does not move the start, so
+ * the next job goes to the stream after the one served last. */
+static void test_dispatch_round_robin(void)
+{
+    struct in_svc s;
+    struct in_job j1, j2;
+    struct in_lstream la, lb;
+    char pool[] = "p", *pools[] = {pool};
+    svc_open(&s);
+    struct in_exec *b = stream_open(&s, &lb, pools, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    struct in_exec *a = stream_open(&s, &la, pools, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    la.next = &lb; /* the list: a, b */
+    lb.prev = &la;
+    la.slots = lb.slots = 2;
+    submit(&s, &j1, "0000000000000000000000000000000a", "acme", 3);
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0), 0);
+    reload(&s, &j1);
+    CU_ASSERT_STRING_EQUAL(j1.instance_id, a->instance);
+    /* a job in its backoff: dispatches that lease nothing */
+    submit(&s, &j2, "0000000000000000000000000000000b", "acme", 3);
+    j2.not_before_ms = T0 + 1000;
+    CU_ASSERT_EQUAL(in_store_job_update(s.store, &j2), 0);
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 10), 0);
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 20), 0);
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 30), 0);
+    reload(&s, &j2);
+    CU_ASSERT_EQUAL(j2.state, IN_JS(QUEUED));
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 1000), 0);
+    reload(&s, &j2);
+    CU_ASSERT_EQUAL(j2.state, IN_JS(LEASED));
+    CU_ASSERT_STRING_EQUAL(j2.instance_id, b->instance);
+    CU_ASSERT_EQUAL(a->held, 1);
+    CU_ASSERT_EQUAL(b->held, 1);
+    a->stream = b->stream = NULL;
+    svc_close(&s);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -355,6 +533,12 @@ int main(void)
     CU_add_test(s, "idempotency keys per principal", test_idempotency_scoped);
     CU_add_test(s, "tenant visibility", test_tenant_visibility);
     CU_add_test(s, "sessions stay, then move with a reset", test_sessions);
+    CU_add_test(s, "wake: a backoff ending during the commit is not lost",
+                test_wake_backoff_not_lost);
+    CU_add_test(s, "wake: the restart grace end is not lost", test_wake_grace_end_not_lost);
+    CU_add_test(s, "wake: a failed dispatch is retried by the timer",
+                test_wake_retries_failed_dispatch);
+    CU_add_test(s, "dispatch: round robin after the stream served last", test_dispatch_round_robin);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     failed = CU_get_number_of_failures();
