@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 
 #include "al_err.h"
+#include "al_glob.h"
 #include "inutil.h"
 
 int64_t in_now_ms(void)
@@ -137,46 +138,7 @@ int in_env_name_valid(const char *s)
 
 int in_glob_match(const char *pat, const char *s)
 {
-    unsigned char a[IN_GLOB_MAX + 1], b[IN_GLOB_MAX + 1], *row = a, *next = b, *t;
-    size_t m, n, i = 0;
-
-    if (!pat || !s)
-        return 0;
-    m = strnlen(pat, IN_GLOB_MAX + 1);
-    n = strnlen(s, IN_GLOB_MAX + 1);
-    if (m > IN_GLOB_MAX || n > IN_GLOB_MAX)
-        return 0;
-    if (!memchr(pat, '*', m))
-        return m == n && memcmp(pat, s, n) == 0;
-    /* row[j]: the pattern consumed so far matches s[0..j) */
-    memset(row, 0, n + 1);
-    row[0] = 1;
-    while (i < m) {
-        int live = 0;
-        if (pat[i] == '*') {
-            size_t k = i;
-            while (k < m && pat[k] == '*')
-                k++;
-            int any = k - i >= 2;
-            next[0] = row[0];
-            for (size_t j = 1; j <= n; j++)
-                next[j] = row[j] || (next[j - 1] && (any || s[j - 1] != '/'));
-            i = k;
-        } else {
-            next[0] = 0;
-            for (size_t j = 1; j <= n; j++)
-                next[j] = row[j - 1] && s[j - 1] == pat[i];
-            i++;
-        }
-        for (size_t j = 0; j <= n && !live; j++)
-            live = next[j];
-        if (!live)
-            return 0;
-        t = row;
-        row = next;
-        next = t;
-    }
-    return row[n];
+    return al_glob_match(pat, s, IN_GLOB_MAX);
 }
 
 int in_glob_any(char *const *list, size_t n, const char *s)
