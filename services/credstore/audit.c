@@ -81,8 +81,8 @@ static const char *const ASQL[N_AST] = {
     [A_META_GET] = "SELECT v FROM meta WHERE k = 'audit_head'",
     /* an update in place once the row exists (INSERT OR REPLACE would delete
      * and re-insert it, rewriting the key's index page on every commit) */
-    [A_META_PUT] = "INSERT INTO meta(k, v) VALUES('audit_head', ?)"
-                   " ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+    [A_META_PUT] = ("INSERT INTO meta(k, v) VALUES('audit_head', ?)"
+                    " ON CONFLICT(k) DO UPDATE SET v = excluded.v"),
 };
 
 struct cs_audit {
