@@ -159,6 +159,8 @@ static int session_start(struct al_h2conn *c)
      * cap the peer's header block so a flood cannot grow our HPACK state */
     nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    if (c->o.manual_window)
+        nghttp2_option_set_no_auto_window_update(opt, 1);
     if (c->o.h2_server)
         rv = nghttp2_session_server_new2(&c->ngh, c->o.cbs, c->o.session_user, opt);
     else
@@ -560,6 +562,20 @@ int al_h2conn_new(struct ev_loop *loop, int fd, SSL *ssl, const struct al_h2conn
     }
     fmt_peer(c);
     *out = c;
+    if (ssl && SSL_is_init_finished(ssl)) {
+        int rc;
+
+        c->state = ST_HANDSHAKE;
+        ev_io_start(loop, &c->io);
+        rc = check_peer(c);
+        if (rc < 0) {
+            al_h2conn_close(c, rc);
+            return 0;
+        }
+        set_events(c, EV_READ);
+        conn_opened(c);
+        return 0;
+    }
     if (ssl) {
         SSL_set_fd(ssl, fd);
         if (opts->tls_server)

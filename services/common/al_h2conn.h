@@ -42,6 +42,10 @@ struct al_h2conn_opts {
     double handshake_timeout_s;           /* 0 = 10 s */
     double ping_interval_s;               /* > 0: send PING when idle this long */
     double ping_timeout_s;                /* close when a PING is not answered; 0 = 20 s */
+    /* 1: receive windows open only when the upper layer calls
+     * nghttp2_session_consume() for bytes it has passed on (a proxy's end-to-end
+     * flow control); 0: nghttp2 reopens them as soon as DATA is received. */
+    int manual_window;
     const nghttp2_session_callbacks *cbs; /* borrowed: must outlive the connection */
     void *session_user;                   /* nghttp2 user_data for every callback */
     /* TLS done and session created: the upper layer may now open streams. */
@@ -53,8 +57,11 @@ struct al_h2conn_opts {
 };
 
 /* Wraps an accepted or connected socket `fd` (taken: closed on free) and an
- * optional `ssl` (taken; NULL = h2c). opts is copied. Returns 0 or AL_ERR_NOMEM;
- * on error fd and ssl are closed/freed and no callback runs. */
+ * optional `ssl` (taken; NULL = h2c). An `ssl` whose handshake is already
+ * finished on fd (a listener that chose HTTP/2 by ALPN) is used as is: the
+ * ALPN and peer checks run and the connection opens at once. opts is copied.
+ * Returns 0 or AL_ERR_NOMEM; on error fd and ssl are closed/freed and no
+ * callback runs. */
 int al_h2conn_new(struct ev_loop *loop, int fd, SSL *ssl, const struct al_h2conn_opts *opts,
                   struct al_h2conn **out);
 

@@ -147,11 +147,20 @@ static int dest_any(char *const *list, size_t n, enum cs_dest_mode mode, const s
     return 0;
 }
 
-/* What the grant itself names: credential and destination. */
-static int check_grant(const struct cs_policy_input *in, struct cs_dest *d)
+/* 1 when a relay grant's list is exactly {"*"}: see grant.proto. */
+static int relay_any(char *const *list, size_t n, int relay)
+{
+    return relay && n == 1 && list && list[0] && strcmp(list[0], CS_GRANT_ANY) == 0;
+}
+
+/* What the grant itself names: credential and destination. A relay grant
+ * may name "*" for either: the relay does not know which credential a
+ * gateway route uses nor where it points (the gateway's routes do), so the
+ * policy and issuer scope below are then the only limits. */
+static int check_grant(const struct cs_policy_input *in, int relay, struct cs_dest *d)
 {
     const Airlock__V1__Grant *g = in->grant;
-    int named = 0;
+    int named = relay_any(g->credentials, g->n_credentials, relay);
 
     for (size_t i = 0; i < g->n_credentials && !named; i++)
         named = g->credentials[i] && strcmp(g->credentials[i], in->credential) == 0;
@@ -163,7 +172,8 @@ static int check_grant(const struct cs_policy_input *in, struct cs_dest *d)
         return CS_DENY_DEST_AMBIGUOUS;
     if (d->scheme == CS_SCHEME_HTTP && !in->allow_plain_http)
         return CS_DENY_PLAIN_HTTP;
-    if (!dest_any(g->destinations, g->n_destinations, CS_DEST_GRANT, d))
+    if (!relay_any(g->destinations, g->n_destinations, relay) &&
+        !dest_any(g->destinations, g->n_destinations, CS_DEST_GRANT, d))
         return CS_DENY_DEST_NOT_GRANTED;
     return CS_ALLOW;
 }
@@ -263,7 +273,7 @@ int cs_policy_check(const struct cs_policy_input *in, char *why, size_t whylen)
         return deny(CS_DENY_BAD_INPUT, why, whylen);
     rc = check_parties(in, &relay);
     if (rc == CS_ALLOW)
-        rc = check_grant(in, &d);
+        rc = check_grant(in, relay, &d);
     if (rc == CS_ALLOW)
         rc = check_binding(in, relay, &d);
     if (rc == CS_ALLOW)

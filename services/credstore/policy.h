@@ -13,11 +13,12 @@
  *   caller is spiffe://airlock/executor/... or .../gateway/...  CS_DENY_CALLER_ROLE
  *   caller == grant holder (exact)                              CS_DENY_WRONG_HOLDER
  *   issuer/holder pairing: intake -> executor, relay -> gateway CS_DENY_ISSUER_ROLE
- *   requested credential is listed in the grant (exact)         CS_DENY_CREDENTIAL_NOT_GRANTED
+ *   requested credential is listed in the grant (exact, or a    CS_DENY_CREDENTIAL_NOT_GRANTED
+ *     relay grant whose list is exactly {"*"})
  *   requested destination parses (CS_DEST_REQUEST)              CS_DENY_DEST_INVALID
  *   ... and is spelled canonically (no "0177.0.0.1")            CS_DENY_DEST_AMBIGUOUS
  *   ... plain http only if the template allows it               CS_DENY_PLAIN_HTTP
- *   ... matches a grant destination                             CS_DENY_DEST_NOT_GRANTED
+ *   ... matches a grant destination (or a relay grant's {"*"})  CS_DENY_DEST_NOT_GRANTED
  *   issuer matches policy.allowed_issuers                       CS_DENY_ISSUER
  *   principal matches policy.allowed_principals                 CS_DENY_PRINCIPAL
  *   holder matches policy.allowed_holders                       CS_DENY_HOLDER
@@ -37,6 +38,9 @@
  */
 #ifndef CS_POLICY_H
 #define CS_POLICY_H
+
+/* The whole list of a relay grant's credentials or destinations: any. */
+#define CS_GRANT_ANY "*"
 
 #include <stdbool.h>
 #include <stddef.h>

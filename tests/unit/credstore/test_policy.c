@@ -338,6 +338,45 @@ static void test_grant_names(void)
     EXPECT(CS_DENY_DEST_NOT_GRANTED);
 }
 
+/* A relay grant may name {"*"} for credentials and destinations (the relay
+ * does not know the gateway route's credential); an intake grant may not,
+ * and "*" among other entries is no wildcard. Policy and issuer scope still
+ * decide. */
+static void test_relay_any(void)
+{
+    static char *any[] = {"*"};
+    static char *any_and_more[] = {"*", "npm"};
+
+    setup_relay();
+    SET_LIST(grant, credentials, any);
+    SET_LIST(grant, destinations, any);
+    EXPECT(CS_ALLOW);
+    set_dest("uploads.github.com"); /* in the policy, in no grant list */
+    EXPECT(CS_ALLOW);
+    set_dest("evil.example.net"); /* the policy is still the ceiling */
+    EXPECT(CS_DENY_DESTINATION);
+    set_dest("api.github.com");
+    grant.scope = "crm/other"; /* the policy allows it, the issuer scope only crm/main */
+    EXPECT(CS_DENY_ISSUER_SCOPE_ROUTE);
+    grant.scope = "crm/main";
+    in.credential = "other-cred"; /* outside the issuer scope's credentials */
+    EXPECT(CS_DENY_ISSUER_SCOPE_CREDENTIAL);
+
+    setup_relay();
+    SET_LIST(grant, credentials, any_and_more);
+    EXPECT(CS_DENY_CREDENTIAL_NOT_GRANTED);
+    setup_relay();
+    SET_LIST(grant, destinations, any_and_more);
+    EXPECT(CS_DENY_DEST_NOT_GRANTED);
+
+    setup_intake();
+    SET_LIST(grant, credentials, any);
+    EXPECT(CS_DENY_CREDENTIAL_NOT_GRANTED);
+    setup_intake();
+    SET_LIST(grant, destinations, any);
+    EXPECT(CS_DENY_DEST_NOT_GRANTED);
+}
+
 static void test_destination_form(void)
 {
     setup_intake();
@@ -634,6 +673,7 @@ int main(void)
     CU_add_test(s, "wrong holder", test_wrong_holder);
     CU_add_test(s, "issuer/holder role pairing", test_issuer_role);
     CU_add_test(s, "credential and destination named by the grant", test_grant_names);
+    CU_add_test(s, "relay grants may name any credential/destination as {\"*\"}", test_relay_any);
     CU_add_test(s, "destination form: invalid, ambiguous IP spellings", test_destination_form);
     CU_add_test(s, "plain http", test_plain_http);
     CU_add_test(s, "binding policy lists", test_binding_policy);
