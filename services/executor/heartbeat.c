@@ -42,6 +42,11 @@ static void hb_msg(struct al_grpc_ccall *cc, const ProtobufCMessage *m, void *us
             break;
         case AIRLOCK__V1__LEASE_STATE__LEASE_STATE_LOST:
         default:
+            /* A heartbeat answered after our Finish was accepted reports the
+             * lease gone; the Finish answer decides (and reports a real
+             * loss itself), so an in-flight Finish is never cancelled here. */
+            if (a->finish_call)
+                break;
             AL_LOG_WARN("executor.lease_lost",
                         "job=%s attempt=%d reason=\"heartbeat: lease "
                         "lost\"",

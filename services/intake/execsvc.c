@@ -183,6 +183,16 @@ static int try_candidate(struct in_svc *s, struct in_lstream *ls, const char *id
         return rc == AL_ERR_NOTFOUND ? 0 : rc;
     if (j.state != IN_JS(QUEUED))
         return 0;
+    /* a retry goes to another instance than the one its previous attempt
+     * ran on (which may be frozen with its stream still open) when any
+     * other can take it: the first dispatch pass skips it here, a second
+     * pass lets it through (in_dispatch) */
+    if (s->avoid_same && j.attempt > 0 && !j.session_id[0] &&
+        strcmp(j.instance_id, ls->exec->instance) == 0 &&
+        strcmp(j.executor_id, ls->exec->identity) == 0) {
+        s->avoided++;
+        return 0;
+    }
     pc = in_pcount(s, j.principal);
     if (pc &&
         pc->active >= in_config_max_concurrent(&s->cfg, in_config_principal(&s->cfg, j.principal)))
@@ -236,20 +246,30 @@ int in_dispatch(struct in_svc *s, int64_t now)
     if (s->svc.draining || s->stopping || !s->streams || s->queued_total <= 0)
         return 0;
     start = s->rr && s->rr->s ? s->rr : s->streams;
-    ls = start;
-    do {
-        if (ls->slots - ls->exec->held > 0 && (rc = fill_stream(s, ls, now)) < 0) {
-            AL_LOG_WARN("intake.dispatch", "reason=\"%s\" retry_ms=%d", al_strerror(rc),
-                        IN_RETRY_MS);
-            s->dispatch_dirty = 1; /* at the next flush, or by the wake timer */
-            s->retry_at_ms = now + IN_RETRY_MS;
-            in_deadlines_dirty(s);
+    s->avoided = 0;
+    /* pass 1 keeps retries off the instance of their previous attempt; pass
+     * 2, only when pass 1 passed some over, lets them run there after all
+     * (no other instance had room) */
+    for (int pass = 1; pass <= 2 && rc >= 0; pass++) {
+        s->avoid_same = pass == 1;
+        if (pass == 2 && (s->avoided == 0 || s->queued_total <= 0))
             break;
-        }
-        if (rc > 0)
-            served = ls;
-        ls = ls->next ? ls->next : s->streams;
-    } while (ls != start);
+        ls = start;
+        do {
+            if (ls->slots - ls->exec->held > 0 && (rc = fill_stream(s, ls, now)) < 0) {
+                AL_LOG_WARN("intake.dispatch", "reason=\"%s\" retry_ms=%d", al_strerror(rc),
+                            IN_RETRY_MS);
+                s->dispatch_dirty = 1; /* at the next flush, or by the wake timer */
+                s->retry_at_ms = now + IN_RETRY_MS;
+                in_deadlines_dirty(s);
+                break;
+            }
+            if (rc > 0)
+                served = ls;
+            ls = ls->next ? ls->next : s->streams;
+        } while (ls != start);
+    }
+    s->avoid_same = 0;
     /* the next dispatch starts after the last stream that got a job; one
      * that leased nothing (a job still in its backoff) moves nothing, or the
      * start would alternate with the number of dispatches and a re-queued

@@ -129,12 +129,65 @@ static const char schema_sql[] =
     " expires_ms INTEGER NOT NULL, revoked_ms INTEGER NOT NULL, description TEXT NOT NULL)"
     " WITHOUT ROWID;";
 
+/* Statements whose text is built per call (the candidate query depends on
+ * the executor's pools and kinds), kept prepared by text: every dispatch
+ * runs one, and SQLite parses a statement far more slowly than it runs it. */
+#define QCACHE_N 16
+
+struct qcache_ent {
+    char *sql;
+    sqlite3_stmt *st;
+    uint64_t used; /* last use, for eviction */
+};
+
 struct in_store {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st[N_ST];
     int in_tx, savepoint;
+    struct qcache_ent qc[QCACHE_N];
+    uint64_t qc_clock;
 };
+
+/* A prepared statement for q, from the cache or newly prepared (evicting the
+ * least recently used entry); reset, bindings cleared. NULL on error. */
+static sqlite3_stmt *qcache_get(struct in_store *s, const char *q)
+{
+    struct qcache_ent *e = NULL, *victim = &s->qc[0];
+    char *copy;
+
+    for (int i = 0; i < QCACHE_N; i++) {
+        if (s->qc[i].sql && strcmp(s->qc[i].sql, q) == 0) {
+            e = &s->qc[i];
+            break;
+        }
+        if (!s->qc[i].sql || (victim->sql && s->qc[i].used < victim->used))
+            victim = &s->qc[i];
+    }
+    if (e) {
+        sqlite3_reset(e->st);
+        sqlite3_clear_bindings(e->st);
+        e->used = ++s->qc_clock;
+        return e->st;
+    }
+    copy = strdup(q);
+    if (!copy)
+        return NULL;
+    sqlite3_finalize(victim->st);
+    free(victim->sql);
+    victim->sql = NULL;
+    victim->st = NULL;
+    if (sqlite3_prepare_v3(s->db, q, -1, SQLITE_PREPARE_PERSISTENT, &victim->st, NULL) !=
+        SQLITE_OK) {
+        sqlite3_finalize(victim->st);
+        victim->st = NULL;
+        free(copy);
+        return NULL;
+    }
+    victim->sql = copy;
+    victim->used = ++s->qc_clock;
+    return victim->st;
+}
 
 static int db_err(struct in_store *s, int rc, const char *what)
 {
@@ -415,6 +468,10 @@ void in_store_close(struct in_store *s)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < N_ST; i++)
         sqlite3_finalize(s->st[i]);
+    for (int i = 0; i < QCACHE_N; i++) {
+        sqlite3_finalize(s->qc[i].st);
+        free(s->qc[i].sql);
+    }
     sqlite3_close(s->db);
     free(s->path);
     free(s);
@@ -803,7 +860,8 @@ int in_store_candidates(struct in_store *s, char *const *pools, size_t npools, c
              "j2.principal = jobs.principal AND j2.session_id = jobs.session_id AND "
              "j2.state IN (1, 2, 3) AND j2.session_id <> '')) ORDER BY seq LIMIT %d",
              max);
-    if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK)
+    st = qcache_get(s, q);
+    if (!st)
         return db_err(s, SQLITE_ERROR, "candidates");
     sqlite3_bind_int64(st, p++, now_ms);
     sqlite3_bind_int64(st, p++, after);
@@ -814,7 +872,7 @@ int in_store_candidates(struct in_store *s, char *const *pools, size_t npools, c
         seqs[*n] = sqlite3_column_int64(st, 1);
         (*n)++;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc, "candidates");
 }
 

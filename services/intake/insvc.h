@@ -147,6 +147,9 @@ struct in_svc {
     int queued_total, active_total;
     struct in_lstream *streams;
     struct in_lstream *rr; /* dispatcher's start: after the last stream it served */
+    /* dispatcher pass state: 1 while retries avoid the instance that ran the
+     * previous attempt; skipped counts the candidates passed over for that */
+    int avoid_same, avoided;
 
     struct in_map *watch_by_job; /* job id -> struct in_watch list */
     struct in_watch *watch_all, *pump_head;

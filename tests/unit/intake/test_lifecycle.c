@@ -512,6 +512,46 @@ static void test_dispatch_round_robin(void)
     svc_close(&s);
 }
 
+/* A retry prefers another instance than the one its previous attempt ran
+ * on (that one may be frozen with its stream open), and still runs there
+ * when no other instance has room. */
+static void test_dispatch_retry_elsewhere(void)
+{
+    struct in_svc s;
+    struct in_job j1, j2;
+    struct in_lstream la, lb;
+    char pool[] = "p", *pools[] = {pool};
+    svc_open(&s);
+    struct in_exec *b = stream_open(&s, &lb, pools, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    struct in_exec *a = stream_open(&s, &la, pools, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    la.next = &lb; /* the list: a, b; the dispatcher starts at a */
+    lb.prev = &la;
+    submit(&s, &j1, "0000000000000000000000000000000c", "acme", 3);
+    j1.attempt = 1; /* its attempt 1 ran on a and was lost */
+    snprintf(j1.executor_id, sizeof(j1.executor_id), "%s", a->identity);
+    snprintf(j1.instance_id, sizeof(j1.instance_id), "%s", a->instance);
+    CU_ASSERT_EQUAL(in_store_job_update(s.store, &j1), 0);
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0), 0);
+    reload(&s, &j1);
+    CU_ASSERT_EQUAL(j1.state, IN_JS(LEASED));
+    CU_ASSERT_EQUAL(j1.attempt, 2);
+    CU_ASSERT_STRING_EQUAL(j1.instance_id, b->instance);
+    /* b is full now: the next retry from a goes back to a after all */
+    submit(&s, &j2, "0000000000000000000000000000000d", "acme", 3);
+    j2.attempt = 1;
+    snprintf(j2.executor_id, sizeof(j2.executor_id), "%s", a->identity);
+    snprintf(j2.instance_id, sizeof(j2.instance_id), "%s", a->instance);
+    CU_ASSERT_EQUAL(in_store_job_update(s.store, &j2), 0);
+    CU_ASSERT_EQUAL(dispatch_at(&s, T0 + 10), 0);
+    reload(&s, &j2);
+    CU_ASSERT_EQUAL(j2.state, IN_JS(LEASED));
+    CU_ASSERT_STRING_EQUAL(j2.instance_id, a->instance);
+    CU_ASSERT_EQUAL(a->held, 1);
+    CU_ASSERT_EQUAL(b->held, 1);
+    a->stream = b->stream = NULL;
+    svc_close(&s);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -539,6 +579,7 @@ int main(void)
     CU_add_test(s, "wake: a failed dispatch is retried by the timer",
                 test_wake_retries_failed_dispatch);
     CU_add_test(s, "dispatch: round robin after the stream served last", test_dispatch_round_robin);
+    CU_add_test(s, "dispatch: a retry prefers another instance", test_dispatch_retry_elsewhere);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     failed = CU_get_number_of_failures();
