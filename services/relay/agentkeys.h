@@ -14,7 +14,9 @@
  *   <id> <hash, 64 hex> <principal> <routes> <created_ms> <expires_ms|0> <revoked_ms|0>
  * principal: 1-128 characters of [A-Za-z0-9._@:/-];
  * routes: comma-separated al_glob patterns over "<tunnel>/<server>" (for
- * example "corp/*,lab/wiki"), at least one.
+ * example "corp/ *,lab/wiki" without the space, which only keeps this
+ * comment a comment), at least one; patterns use [A-Za-z0-9._/-] and
+ * the star.
  * Lines starting with '#' and empty lines are ignored. Any other malformed
  * line makes the whole file invalid: loading fails and (on reload) the keys
  * already loaded stay in effect.

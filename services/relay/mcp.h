@@ -21,14 +21,17 @@
  *   result.prompts[]           (by .name)
  *   result.resources[]         (by .uri)
  *   result.resourceTemplates[] (by .uriTemplate)
- * the items the allow-list refuses. Every other message, event, comment,
- * field and byte passes through unchanged (an event or body that is not a
- * list result is never re-serialized). SSE is parsed incrementally per the
- * WHATWG event-stream rules (LF, CR or CRLF line ends, multi-line data,
- * id/event/retry fields, comments), so an event split across any number of
- * chunks is handled; each event (and a JSON body) is held until complete,
- * up to max_msg bytes, beyond which the stream fails (the gateway then ends
- * the response with an error rather than pass an unfiltered list).
+ * the items the allow-list refuses (and items without a usable name), and
+ * sets such a result's cacheScope (MCP 2026-07-28) to "private", since the
+ * list is now the caller's own. Every other message, event, comment,
+ * field and byte passes through unchanged (nothing is re-serialized: the
+ * refused items are cut out of the original text). SSE is parsed
+ * incrementally per the WHATWG event-stream rules (LF, CR or CRLF line
+ * ends, multi-line data, id/event/retry fields, comments), so an event
+ * split across any number of chunks is handled; each event (and a JSON
+ * body) is held until complete, up to max_msg bytes, beyond which the
+ * stream fails (the gateway then ends the response with an error rather
+ * than pass an unfiltered list).
  *
  * Texts returned in err are safe to show an agent: they never quote body
  * content.
@@ -54,6 +57,8 @@
 #define RL_MCP_ERR_UPSTREAM (-32002) /* airlock: the MCP server failed or timed out */
 #define RL_MCP_ERR_UNAVAILABLE (-32003) /* airlock: no gateway, draining */
 #define RL_MCP_ERR_NOT_FOUND (-32004) /* airlock: unknown tunnel or server */
+#define RL_MCP_ERR_HEADER  (-32020) /* MCP 2026-07-28 HeaderMismatch: reply 400 with it
+                                     * when rl_mcp_check_headers() fails */
 
 enum rl_mcp_kind { RL_MCP_NONE = 0, RL_MCP_TOOL, RL_MCP_RESOURCE, RL_MCP_PROMPT };
 
@@ -80,7 +85,11 @@ int rl_mcp_parse(const uint8_t *body, size_t n, struct rl_mcp_msg *out, char *er
 
 /* Mcp-Method / Mcp-Name header values (NULL = header absent; lengths given)
  * against the parsed body. Returns 0 or AL_ERR_INVAL with a reason. A
- * header sent with a message whose body has no such value is a mismatch. */
+ * header sent with a message whose body has no such value is a mismatch.
+ * Per the spec an Mcp-Name of the form =?base64?...?= is decoded before the
+ * comparison, and a value with bytes other than VCHAR/SP/HTAB is refused.
+ * Whether the headers must be present (MCP-Protocol-Version 2026-07-28 and
+ * later) is the caller's decision: absent headers pass here. */
 int rl_mcp_check_headers(const struct rl_mcp_msg *m, const char *mcp_method, size_t method_len,
                          const char *mcp_name, size_t name_len, char *err, size_t errn);
 

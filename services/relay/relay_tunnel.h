@@ -103,7 +103,8 @@ struct rl_tstream_cbs {
     /* Response complete (trailers, if any, are dropped). */
     void (*on_end)(struct rl_tstream *s, void *user);
     /* The stream failed: err AL_ERR_CLOSED (connection lost / reset by the
-     * gateway), AL_ERR_TIMEOUT, AL_ERR_PROTO. head_seen tells whether
+     * gateway), AL_ERR_TIMEOUT, AL_ERR_PROTO (or AL_ERR_NOMEM / AL_ERR_CRYPTO
+     * when a replay could not be prepared). head_seen tells whether
      * on_head already ran (then the agent's response must be aborted, not
      * replaced). */
     void (*on_error)(struct rl_tstream *s, int err, int head_seen, void *user);
@@ -121,12 +122,15 @@ int rl_tunnels_known(const struct rl_tunnels *t, const char *tunnel);
 /* Opens a stream. Returns 0 (callbacks follow, never inside this call),
  * AL_ERR_NOTFOUND (tunnel not configured: 404), AL_ERR_CLOSED (no usable
  * connection serves tunnel/server now: 503), AL_ERR_CRYPTO (grant signing
- * failed), AL_ERR_NOMEM. */
+ * failed), AL_ERR_INVAL (server or request id not of the documented form,
+ * path not under /mcp/<tunnel>/<server>, principal empty, over 256 bytes or
+ * holding control characters), AL_ERR_NOMEM. */
 int rl_tstream_open(struct rl_tunnels *t, const struct rl_treq *r, const struct rl_tstream_cbs *cbs,
                     void *user, struct rl_tstream **out);
 
 /* Request body (copied) and its end. Returns 0, AL_ERR_STATE, or
- * AL_ERR_TOOBIG when more than 1 MiB is queued (wait for on_writable). */
+ * AL_ERR_TOOBIG when more than 1 MiB would be queued (nothing is queued
+ * then; wait for on_writable). */
 int rl_tstream_write(struct rl_tstream *s, const uint8_t *d, size_t n);
 int rl_tstream_end(struct rl_tstream *s);
 size_t rl_tstream_pending(const struct rl_tstream *s);
