@@ -20,6 +20,22 @@ void al_wipe_free(void *p);
 /* Like realloc, but the old block is wiped when the data moves or shrinks. */
 void *al_wipe_realloc(void *p, size_t old_len, size_t new_len);
 
+/* Locked memory for secrets: its own anonymous mapping, mlock'ed (a
+ * warning is logged once per process when RLIMIT_MEMLOCK refuses; the memory
+ * still works), excluded from core dumps (MADV_DONTDUMP) and zeroed in a
+ * forked child (MADV_WIPEONFORK). Returns NULL when n is 0 or memory is
+ * short. Page granular: for values and key material, not for bulk data. */
+void *al_secure_alloc(size_t n);
+
+/* Cleanses, unlocks and unmaps memory from al_secure_alloc(). NULL is fine;
+ * a pointer that is not from al_secure_alloc() is left alone (leaked). */
+void al_secure_free(void *p);
+
+/* Grows or shrinks a block from al_secure_alloc() (p NULL = allocate): a
+ * new locked block, the first min(old_len, new_len) bytes copied, the old
+ * block cleansed and unmapped. Returns NULL (p untouched) on failure. */
+void *al_secure_realloc(void *p, size_t old_len, size_t new_len);
+
 /* protobuf-c allocator: malloc to allocate, al_wipe_free to free. */
 extern ProtobufCAllocator al_wipe_pb;
 

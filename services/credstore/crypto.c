@@ -63,65 +63,6 @@ static int algs(void)
     return alg_gcm && alg_sha256 && alg_hmac ? 0 : AL_ERR_CRYPTO;
 }
 
-/* ---- locked memory ---- */
-
-/* Header in front of every cs_secure_alloc block; 32 bytes keeps 16-byte alignment. */
-struct secure_hdr {
-    size_t map_len;
-    size_t user_len;
-    uint64_t magic;
-    uint64_t pad;
-};
-
-#define SECURE_MAGIC 0x41495253454355ULL /* "AIRSECU" */
-
-static atomic_int mlock_warned;
-
-void *cs_secure_alloc(size_t n)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t len;
-    struct secure_hdr *h;
-    void *p;
-
-    if (n == 0 || n > SIZE_MAX - sizeof(*h) - page)
-        return NULL;
-    len = (n + sizeof(*h) + page - 1) / page * page;
-    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    (void)madvise(p, len, MADV_DONTDUMP);
-#ifdef MADV_WIPEONFORK
-    (void)madvise(p, len, MADV_WIPEONFORK);
-#endif
-    if (mlock(p, len) < 0 && atomic_exchange(&mlock_warned, 1) == 0)
-        AL_LOG_WARN("credstore.mlock",
-                    "errno=%d problem=\"mlock refused; secrets may be "
-                    "swapped (raise RLIMIT_MEMLOCK)\"",
-                    errno);
-    h = p;
-    h->map_len = len;
-    h->user_len = n;
-    h->magic = SECURE_MAGIC;
-    return h + 1;
-}
-
-void cs_secure_free(void *p)
-{
-    struct secure_hdr *h;
-    size_t len;
-
-    if (!p)
-        return;
-    h = (struct secure_hdr *)p - 1;
-    if (h->magic != SECURE_MAGIC) /* not ours: leaking beats unmapping foreign memory */
-        return;
-    len = h->map_len;
-    OPENSSL_cleanse(h, len);
-    (void)munlock(h, len);
-    (void)munmap(h, len);
-}
-
 void cs_cleanse(void *p, size_t n)
 {
     if (p && n)
@@ -261,7 +202,7 @@ int cs_master_from_bytes(const uint8_t key[CS_KEY_LEN], struct cs_master **out)
     if (!key || !out)
         return AL_ERR_INVAL;
     *out = NULL;
-    m = cs_secure_alloc(sizeof(*m));
+    m = al_secure_alloc(sizeof(*m));
     if (!m)
         return AL_ERR_NOMEM;
     memcpy(m->key, key, CS_KEY_LEN);
@@ -271,7 +212,7 @@ int cs_master_from_bytes(const uint8_t key[CS_KEY_LEN], struct cs_master **out)
     if (rc == 0)
         rc = hmac(m->key, CS_KEY_LEN, id_label, sizeof(id_label) - 1, idmac);
     if (rc < 0) {
-        cs_secure_free(m);
+        al_secure_free(m);
         return rc;
     }
     hex_encode(idmac, CS_KEY_ID_LEN / 2, m->id);
@@ -281,7 +222,7 @@ int cs_master_from_bytes(const uint8_t key[CS_KEY_LEN], struct cs_master **out)
 
 void cs_master_free(struct cs_master *m)
 {
-    cs_secure_free(m);
+    al_secure_free(m);
 }
 
 const char *cs_master_key_id(const struct cs_master *m)
@@ -292,7 +233,7 @@ const char *cs_master_key_id(const struct cs_master *m)
 int cs_master_generate(const char *path, char *key_id)
 {
     /* raw key, then its hex text; both in locked memory */
-    uint8_t *raw = cs_secure_alloc(CS_KEY_LEN + 2 * CS_KEY_LEN + 2);
+    uint8_t *raw = al_secure_alloc(CS_KEY_LEN + 2 * CS_KEY_LEN + 2);
     struct cs_master *m = NULL;
     char *hex;
     int rc;
@@ -317,7 +258,7 @@ int cs_master_generate(const char *path, char *key_id)
         memcpy(key_id, m->id, CS_KEY_ID_LEN + 1);
 out:
     cs_master_free(m);
-    cs_secure_free(raw);
+    al_secure_free(raw);
     ERR_clear_error();
     return rc;
 }
@@ -396,7 +337,7 @@ int cs_master_load(const char *path, struct cs_master **out)
         rc = master_refuse(path, AL_ERR_CONFIG, why);
         goto out;
     }
-    mem = cs_secure_alloc(CAP + CS_KEY_LEN);
+    mem = al_secure_alloc(CAP + CS_KEY_LEN);
     if (!mem) {
         rc = AL_ERR_NOMEM;
         goto out;
@@ -413,7 +354,7 @@ int cs_master_load(const char *path, struct cs_master **out)
     }
     rc = cs_master_from_bytes(mem + CAP, out);
 out:
-    cs_secure_free(mem);
+    al_secure_free(mem);
     if (fd >= 0)
         close(fd);
     return rc;

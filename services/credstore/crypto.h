@@ -6,7 +6,7 @@
  * Master key file: 32 random bytes written as 64 lowercase hex digits and a
  * newline, mode 0600. Loading refuses a file that group or others may read.
  * A loaded key (struct cs_master) lives in locked, non-dumpable memory
- * (cs_secure_alloc) together with the keys derived from it by HKDF-SHA256:
+ * (al_secure_alloc) together with the keys derived from it by HKDF-SHA256:
  *
  *   info "airlock/v1/kek"          wraps the per-version data keys (DEKs)
  *   info "airlock/v1/policy-mac"   MACs credential and version rows
@@ -36,6 +36,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "al_wipe.h"
+
 #define CS_KEY_LEN         32 /* master key, KEK, DEK, MAC keys */
 #define CS_KEY_ID_LEN      16 /* hex digits of a key id (buffers need +1) */
 #define CS_NONCE_LEN       12
@@ -45,19 +47,7 @@
 #define CS_HASH_LEN        32
 #define CS_VALUE_MAX       (64 * 1024) /* largest secret value */
 
-/* ---- locked memory ---- */
-
-/*
- * Returns n zeroed bytes (16-byte aligned) on pages of their own that are
- * mlock'ed, excluded from core dumps (MADV_DONTDUMP) and wiped in forked
- * children (MADV_WIPEONFORK), or NULL when n == 0 or the mapping fails. When
- * mlock is refused (RLIMIT_MEMLOCK) the memory is still returned and one
- * warning is logged per process. Free with cs_secure_free().
- */
-void *cs_secure_alloc(size_t n);
-
-/* Cleanses, unlocks and unmaps memory from cs_secure_alloc(). NULL is fine. */
-void cs_secure_free(void *p);
+/* ---- locked memory: al_secure_alloc() / al_secure_free() (al_wipe.h) ---- */
 
 /* Overwrites n bytes at p with zeros in a way the compiler keeps. NULL-safe. */
 void cs_cleanse(void *p, size_t n);
@@ -160,7 +150,7 @@ int cs_seal(const struct cs_master *m, const char *name, int32_t version, const 
 /*
  * Opens `in` (which must have been sealed for exactly this name and version
  * under m; in->key_id must be m's id) into out[0..cap), which should be
- * cs_secure_alloc'ed memory; *out_len gets the value length. in->ciphertext is
+ * al_secure_alloc'ed memory; *out_len gets the value length. in->ciphertext is
  * only read (it may point into a database row). On any failure out is
  * cleansed.
  * Returns 0, AL_ERR_CRYPTO (wrong key, name or version, or any altered byte),

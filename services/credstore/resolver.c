@@ -477,7 +477,7 @@ struct leak {
 
 static void leak_free(struct leak *l)
 {
-    cs_secure_free(l->mem);
+    al_secure_free(l->mem);
     l->mem = NULL;
     l->n = 0;
 }
@@ -501,7 +501,7 @@ static int leak_load(struct cs_svc *cs, struct al_grpc_call *call, struct leak *
 {
     static const char hexd[] = "0123456789abcdef";
     struct cs_value_info info = {0};
-    uint8_t *v = cs_secure_alloc(CS_VALUE_MAX);
+    uint8_t *v = al_secure_alloc(CS_VALUE_MAX);
     int rc;
 
     l->n = 0;
@@ -510,13 +510,13 @@ static int leak_load(struct cs_svc *cs, struct al_grpc_call *call, struct leak *
     rc = cs_store_get_value(cs->store, l->name, l->version, cs_now_ms(), v, CS_VALUE_MAX,
                             al_grpc_call_arena(call), &info, NULL);
     if (rc < 0 || info.len < LEAK_MIN_VALUE) {
-        cs_secure_free(v);
+        al_secure_free(v);
         return 0;
     }
     size_t vlen = info.len, b64 = al_base64_encoded_len(vlen, 0) + 1;
-    l->mem = cs_secure_alloc(vlen + 2 * vlen + 6 * b64);
+    l->mem = al_secure_alloc(vlen + 2 * vlen + 6 * b64);
     if (!l->mem) {
-        cs_secure_free(v);
+        al_secure_free(v);
         return AL_ERR_NOMEM;
     }
     uint8_t *p = l->mem;
@@ -533,7 +533,7 @@ static int leak_load(struct cs_svc *cs, struct al_grpc_call *call, struct leak *
     p += 2 * vlen;
     leak_add_b64(l, &p, v, vlen, 0);
     leak_add_b64(l, &p, v, vlen, AL_BASE64_URL);
-    cs_secure_free(v);
+    al_secure_free(v);
     return 0;
 }
 

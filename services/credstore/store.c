@@ -862,7 +862,7 @@ static int load_credential(struct cs_store *s, const char *name, struct al_arena
 
 /* ---- value helpers ---- */
 
-/* Decrypts version v of name into secure memory *out (cs_secure_free). */
+/* Decrypts version v of name into secure memory *out (al_secure_free). */
 static int open_value(struct cs_store *s, const char *name, const struct ver *v, uint8_t **out,
                       size_t *len)
 {
@@ -875,13 +875,13 @@ static int open_value(struct cs_store *s, const char *name, const struct ver *v,
         return AL_ERR_NOTFOUND;
     if (!m)
         return AL_ERR_CRYPTO;
-    buf = cs_secure_alloc(CS_VALUE_MAX);
+    buf = al_secure_alloc(CS_VALUE_MAX);
     if (!buf)
         return AL_ERR_NOMEM;
     rc = cs_open(m, name, v->version, &v->env, buf, CS_VALUE_MAX, len);
     if (rc < 0) {
         tamper(name, v->version, "value envelope does not open");
-        cs_secure_free(buf);
+        al_secure_free(buf);
         return rc;
     }
     *out = buf;
@@ -904,7 +904,7 @@ static int compare_current(struct cs_store *s, const struct cred *c, const uint8
         rc = open_value(s, c->name, &v, &cur, &cur_len);
     if (rc == 0)
         rc = cur_len == len && cs_ct_equal(cur, value, len) ? 0 : 1;
-    cs_secure_free(cur);
+    al_secure_free(cur);
     return rc;
 }
 

@@ -220,7 +220,7 @@ struct cs_value_info {
 /*
  * The Resolve read: verifies the credential row's MAC and the version row's
  * MAC, then decrypts version `version` (0 = CURRENT) into value[0..cap),
- * which should be cs_secure_alloc'ed (CS_VALUE_MAX always suffices), and
+ * which should be al_secure_alloc'ed (CS_VALUE_MAX always suffices), and
  * fills *info. A version is released only while CURRENT, or in GRACE with
  * now_ms < grace_end_ms. Read-only; nothing is logged but tampering. why
  * (may be NULL) gets the detail of a failure. On failure value is cleansed.

@@ -51,8 +51,8 @@ uint8_t *cs_svc_value_get(struct cs_svc *cs, size_t cap)
 {
     if (cap <= CS_VALUE_SMALL)
         return cs->n_pool_small ? cs->pool_small[--cs->n_pool_small]
-                                : cs_secure_alloc(CS_VALUE_SMALL);
-    return cs->n_pool_large ? cs->pool_large[--cs->n_pool_large] : cs_secure_alloc(CS_VALUE_MAX);
+                                : al_secure_alloc(CS_VALUE_SMALL);
+    return cs->n_pool_large ? cs->pool_large[--cs->n_pool_large] : al_secure_alloc(CS_VALUE_MAX);
 }
 
 void cs_svc_value_put(struct cs_svc *cs, uint8_t *buf, size_t cap, size_t used)
@@ -64,7 +64,7 @@ void cs_svc_value_put(struct cs_svc *cs, uint8_t *buf, size_t cap, size_t used)
     if (!buf)
         return;
     if (*n >= (small ? CS_VALUE_POOL_SMALL : CS_VALUE_POOL_LARGE)) {
-        cs_secure_free(buf); /* wipes the whole mapping */
+        al_secure_free(buf); /* wipes the whole mapping */
         return;
     }
     cs_cleanse(buf, used < size ? used : size);
@@ -422,11 +422,11 @@ void cs_svc_stop(struct cs_svc *cs)
     }
     /* after the last commit, which returns buffers */
     while (cs->n_pool_small > 0) {
-        cs_secure_free(cs->pool_small[--cs->n_pool_small]);
+        al_secure_free(cs->pool_small[--cs->n_pool_small]);
         cs->pool_small[cs->n_pool_small] = NULL;
     }
     while (cs->n_pool_large > 0) {
-        cs_secure_free(cs->pool_large[--cs->n_pool_large]);
+        al_secure_free(cs->pool_large[--cs->n_pool_large]);
         cs->pool_large[cs->n_pool_large] = NULL;
     }
 }

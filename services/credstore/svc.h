@@ -141,7 +141,7 @@ void cs_finish_error(struct al_grpc_call *call, int status, Airlock__V1__ErrorRe
 int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w, const Airlock__V1__AuditRecord *rec);
 
 /*
- * Buffers for the value of one Resolve, from cs_secure_alloc() (locked, not
+ * Buffers for the value of one Resolve, from al_secure_alloc() (locked, not
  * dumpable, wiped in forked children) and zeroed: CS_VALUE_SMALL bytes when
  * cap <= CS_VALUE_SMALL, else CS_VALUE_MAX. Released buffers are kept for
  * reuse, so a Resolve does not map, lock, wipe and unmap a fresh buffer each
@@ -149,7 +149,7 @@ int cs_svc_await_audit(struct cs_svc *cs, struct cs_waiter *w, const Airlock__V1
  * with the cap it was asked with, and wipes its first `used` bytes, which must
  * cover every byte written to it (cs_store_get_value() writes info.len bytes
  * and wipes them itself when it fails), so a kept buffer is all zeros again;
- * one the pool has no room for is freed (cs_secure_free wipes it whole).
+ * one the pool has no room for is freed (al_secure_free wipes it whole).
  * cs_svc_stop() frees the pools.
  */
 uint8_t *cs_svc_value_get(struct cs_svc *cs, size_t cap);

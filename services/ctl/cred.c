@@ -5,7 +5,7 @@
  *
  * A secret value is never taken from argv: it is read from --value-file or
  * stdin (hidden when stdin is a terminal) into locked memory
- * (cs_secure_alloc) that is cleansed as soon as the call returns, and it is
+ * (al_secure_alloc) that is cleansed as soon as the call returns, and it is
  * never printed. The process makes itself non-dumpable before reading one.
  * "cred resolve" prints only metadata, the value's length and a short
  * SHA-256 prefix, unless --reveal-to-fd hands the raw value to a test.
@@ -306,14 +306,14 @@ static int read_hidden(int fd, const char *name, uint8_t *buf, size_t cap, size_
 
 /*
  * Reads the value of credential `name` from file (NULL = stdin) into a new
- * locked buffer *out (cs_secure_free) of length *len; drops one trailing
+ * locked buffer *out (al_secure_free) of length *len; drops one trailing
  * newline unless raw. Prints failures. Returns 0 or CTL_EXIT_FAIL.
  */
 static int read_value(const char *what, const char *name, const char *file, int raw, uint8_t **out,
                       size_t *len)
 {
     size_t cap = CS_VALUE_MAX + 2;
-    uint8_t *buf = cs_secure_alloc(cap);
+    uint8_t *buf = al_secure_alloc(cap);
     int fd = 0, rc;
 
     *out = NULL;
@@ -324,7 +324,7 @@ static int read_value(const char *what, const char *name, const char *file, int 
     }
     if (file && (fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
         fprintf(stderr, "airlockctl: %s: %s: %s\n", what, file, strerror(errno));
-        cs_secure_free(buf);
+        al_secure_free(buf);
         return CTL_EXIT_FAIL;
     }
     if (!file && isatty(0))
@@ -347,7 +347,7 @@ static int read_value(const char *what, const char *name, const char *file, int 
                 rc == AL_ERR_TOOBIG  ? "larger than 64 KiB"
                 : rc == AL_ERR_INVAL ? "empty"
                                      : al_strerror(rc));
-        cs_secure_free(buf);
+        al_secure_free(buf);
         return CTL_EXIT_FAIL;
     }
     *out = buf;
@@ -614,7 +614,7 @@ static int cred_put(int argc, char **argv)
     req.expected_revision = f.revision;
     rc = send_put(r, &f, &req, f.create_only ? "created" : "put");
 out:
-    cs_secure_free(value);
+    al_secure_free(value);
     ctl_rpc_close(r);
     return rc;
 }
@@ -768,14 +768,14 @@ static int cred_rotate(int argc, char **argv)
     req.value.len = len;
     rc = ctl_rpc_call(r, ADMIN_SVC "Rotate", &req.base, &airlock__v1__credential__descriptor, &resp,
                       NULL, NULL);
-    cs_secure_free(value);
+    al_secure_free(value);
     value = NULL;
     if (rc == 0 && json)
         rc = ctl_print_json(resp, 1);
     else if (rc == 0)
         print_rotated((const Airlock__V1__Credential *)resp);
 out:
-    cs_secure_free(value);
+    al_secure_free(value);
     ctl_rpc_free_resp(resp);
     ctl_rpc_close(r);
     return rc;

@@ -60,10 +60,11 @@
  * new held part). The match list and so the output are the same as one-shot
  * matching of the concatenation, whatever the chunking.
  *
- * Memory: patterns, tables and stream buffers are heap blocks freed with
- * al_wipe_free() (zeroed first); the temporary forms built while adding a
- * value are wiped too. (al_wipe zeroes; it does not mlock. The processes are
- * not dumpable, see al_service.) A set is a 64 KiB shift table plus its
+ * Memory: the pattern bytes (every encoded form of each value) and the
+ * temporary forms built while adding a value live in locked memory
+ * (al_secure_alloc: mlock'ed, not in core dumps, wiped in forked children);
+ * masks, tables and stream buffers are heap blocks freed with
+ * al_wipe_free() (zeroed first). A set is a 64 KiB shift table plus its
  * patterns, capped at SET_BYTES_MAX bytes; a stream holds 2 * (max_len - 1)
  * bytes (~240 for a 40-byte token).
  */
@@ -134,7 +135,7 @@ struct pb {
 
 static void pb_free(struct pb *p)
 {
-    al_wipe_free(p->b);
+    al_secure_free(p->b);
     al_wipe_free(p->m);
     p->b = p->m = NULL;
     p->len = p->cap = 0;
@@ -146,7 +147,7 @@ static void pb_put(struct pb *p, uint8_t c, uint8_t mask)
         return;
     if (p->len == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 256;
-        uint8_t *b = al_wipe_realloc(p->b, p->len, cap);
+        uint8_t *b = al_secure_realloc(p->b, p->len, cap);
         uint8_t *m;
         if (!b) {
             p->oom = 1;
@@ -378,7 +379,7 @@ static int set_reserve(struct rl_scrub *s, size_t len)
         uint8_t *b, *m;
         while (cap < s->nbytes + len)
             cap *= 2;
-        b = al_wipe_realloc(s->bytes, s->nbytes, cap);
+        b = al_secure_realloc(s->bytes, s->nbytes, cap);
         if (!b)
             return AL_ERR_NOMEM;
         s->bytes = b;
@@ -722,7 +723,7 @@ void rl_scrub_free(struct rl_scrub *s)
         return;
     tables_free(&s->t);
     al_wipe_free(s->pats);
-    al_wipe_free(s->bytes);
+    al_secure_free(s->bytes);
     al_wipe_free(s->masks);
     al_wipe_free(s);
 }

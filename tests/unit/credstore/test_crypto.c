@@ -42,7 +42,7 @@ static void test_round_trip(void)
 {
     static const size_t lens[] = {1, 17, 1000, CS_VALUE_MAX};
     struct cs_master *m = master_of(1);
-    uint8_t *in = malloc(CS_VALUE_MAX), *out = cs_secure_alloc(CS_VALUE_MAX);
+    uint8_t *in = malloc(CS_VALUE_MAX), *out = al_secure_alloc(CS_VALUE_MAX);
     struct cs_sealed s;
     size_t n;
 
@@ -77,7 +77,7 @@ static void test_round_trip(void)
     CU_ASSERT_EQUAL(cs_seal(m, "", 1, in, 4, &s), AL_ERR_INVAL);
     CU_ASSERT_EQUAL(cs_seal(m, "x", 0, in, 4, &s), AL_ERR_INVAL);
     CU_ASSERT_EQUAL(cs_seal(NULL, "x", 1, in, 4, &s), AL_ERR_INVAL);
-    cs_secure_free(out);
+    al_secure_free(out);
     free(in);
     cs_master_free(m);
 }
@@ -101,7 +101,7 @@ static void flip_all(struct cs_master *m, struct cs_sealed *s, uint8_t *buf, siz
 static void test_tamper(void)
 {
     struct cs_master *m = master_of(2), *other = master_of(3);
-    uint8_t *out = cs_secure_alloc(CS_VALUE_MAX);
+    uint8_t *out = al_secure_alloc(CS_VALUE_MAX);
     const char *value = "s3cr3t-value-for-tamper-test";
     struct cs_sealed s;
     size_t n;
@@ -138,7 +138,7 @@ static void test_tamper(void)
     for (size_t i = 0; i < strlen(value); i++)
         CU_ASSERT_EQUAL_FATAL(out[i], 0);
     cs_sealed_cleanup(&s);
-    cs_secure_free(out);
+    al_secure_free(out);
     cs_master_free(m);
     cs_master_free(other);
 }
@@ -324,21 +324,21 @@ static void test_master_files(void)
 
 static void test_secure_alloc(void)
 {
-    uint8_t *p = cs_secure_alloc(100);
+    uint8_t *p = al_secure_alloc(100);
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
     CU_ASSERT_EQUAL((uintptr_t)p % 16, 0);
     for (int i = 0; i < 100; i++)
         CU_ASSERT_EQUAL_FATAL(p[i], 0);
     memset(p, 0x5a, 100);
-    cs_secure_free(p);
-    cs_secure_free(NULL);
-    CU_ASSERT_PTR_NULL(cs_secure_alloc(0));
-    CU_ASSERT_PTR_NULL(cs_secure_alloc(SIZE_MAX));
-    p = cs_secure_alloc(3 * 4096); /* several pages */
+    al_secure_free(p);
+    al_secure_free(NULL);
+    CU_ASSERT_PTR_NULL(al_secure_alloc(0));
+    CU_ASSERT_PTR_NULL(al_secure_alloc(SIZE_MAX));
+    p = al_secure_alloc(3 * 4096); /* several pages */
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
     p[3 * 4096 - 1] = 1;
-    cs_secure_free(p);
+    al_secure_free(p);
 }
 
 int main(void)

@@ -93,7 +93,7 @@ static int rotate(struct cs_store *s, const char *name, const char *value, int64
 static int get(struct cs_store *s, const char *name, int32_t version, int64_t now, const char *want,
                enum cs_why *why)
 {
-    uint8_t *buf = cs_secure_alloc(CS_VALUE_MAX);
+    uint8_t *buf = al_secure_alloc(CS_VALUE_MAX);
     struct cs_value_info info;
     struct al_arena a;
     int rc;
@@ -107,7 +107,7 @@ static int get(struct cs_store *s, const char *name, int32_t version, int64_t no
         CU_ASSERT_PTR_NOT_NULL(info.policy);
     }
     al_arena_cleanup(&a);
-    cs_secure_free(buf);
+    al_secure_free(buf);
     return rc;
 }
 
