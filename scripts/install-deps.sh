@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Airlock needs to build, run and test.
-# Usage: scripts/install-deps.sh [build|test]   (test = build + test-only tools)
+# Usage: scripts/install-deps.sh [build|test|local]
+#   test = build + test-only tools; local = build + what deploy/local/up.sh runs
+#   (Node.js and npm for the example MCP server)
 # Idempotent: only missing packages are installed; apt-get update runs only
 # when something is missing.
 set -euo pipefail
@@ -15,11 +17,13 @@ build_pkgs=(
 test_pkgs=(
   libcunit1-dev clang libclang-rt-14-dev nghttp2-client nghttp2-server
   python3-grpcio python3-protobuf protobuf-compiler nodejs npm iproute2 procps curl sqlite3
-  bubblewrap
+  bubblewrap nghttp2-proxy
 )
+local_pkgs=(nodejs npm curl)
 
 pkgs=("${build_pkgs[@]}")
 [[ $what == test ]] && pkgs+=("${test_pkgs[@]}")
+[[ $what == local ]] && pkgs+=("${local_pkgs[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Stops the services deploy/local/up.sh started (SIGTERM: they drain; SIGKILL
-# after 15 s). Usage: deploy/local/down.sh [--quiet]
+# after 15 s), edges first: the gateway (its last audit batch still reaches
+# credstore), relay, example MCP server, executors, intake, credstore last.
+# Usage: deploy/local/down.sh [--quiet]
 set -uo pipefail
 AIRLOCK_HOME=${AIRLOCK_HOME:-$HOME/.airlock}
 RUN=$AIRLOCK_HOME/run
 quiet=0
 [[ ${1:-} == --quiet ]] && quiet=1
 shopt -s nullglob
-for pidf in "$RUN"/*.pid; do
+ordered=()
+for name in gateway relay mcp-example; do
+  [[ -f $RUN/$name.pid ]] && ordered+=("$RUN/$name.pid")
+done
+for pidf in "$RUN"/executor-*.pid "$RUN"/*.pid; do
+  [[ " ${ordered[*]} " == *" $pidf "* || $pidf == "$RUN/credstore.pid" ]] || ordered+=("$pidf")
+done
+[[ -f $RUN/credstore.pid ]] && ordered+=("$RUN/credstore.pid")
+for pidf in "${ordered[@]}"; do
   name=$(basename "$pidf" .pid)
   pid=$(cat "$pidf")
   if kill -0 "$pid" 2>/dev/null; then

@@ -6,8 +6,15 @@
 # that this checkout builds, waits for its /readyz and prints one line per
 # service: name, gRPC address, ops address. deploy/local/down.sh stops them.
 #
-# Ports: intake 7400, credstore 7410, relay MCP 7420 + tunnel 7421;
-# ops: intake 9400, credstore 9410, relay 9420, gateway 9430, executors 9440+.
+# Ports: intake 7400, credstore 7410, relay MCP (agents) 7420 + tunnel 7421 +
+# gRPC (TunnelStatus) 7422; ops: intake 9400, credstore 9410, relay 9420,
+# gateway 9430, executors 9440+; the example private MCP server 8931.
+#
+# With relay and gateway built, it also runs the tunnel: an example private
+# MCP server (deploy/local/mcp-example, official MCP TypeScript SDK, installed
+# with npm ci from its lock file) that demands a bearer token only credstore
+# holds, a relay, a gateway that dials it and injects that token, and an
+# agent API key for principal "dev" in $AIRLOCK_HOME/relay-agent-key.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,7 +24,7 @@ LOG=$AIRLOCK_HOME/log
 BUILD=${AIRLOCK_BUILD_DIR:-$ROOT/build-local}
 BIN=$BUILD/bin
 
-"$ROOT/scripts/install-deps.sh" build
+"$ROOT/scripts/install-deps.sh" local
 echo "building into $BUILD ..." >&2
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1 ||
   { cat "$BUILD.configure.log" >&2; exit 1; }
@@ -108,6 +115,106 @@ if [[ -x $BIN/airlock-executor ]]; then
   done
 fi
 
+# ---- the tunnel: example MCP server, relay, gateway ----
+TUNNEL_NOTE=""
+if [[ -x $BIN/airlock-relay && -x $BIN/airlock-gateway && -x $BIN/airlock-credstore ]]; then
+  EXAMPLE=$ROOT/deploy/local/mcp-example
+  echo "installing the example MCP server (npm ci) ..." >&2
+  (cd "$EXAMPLE" && npm ci --silent --no-audit --no-fund >/dev/null) ||
+    { echo "npm ci in $EXAMPLE failed" >&2; exit 1; }
+  # The example server's token: random, 0600, handed to the server as a file
+  # and stored in credstore; no agent ever holds it.
+  TOKEN=$AIRLOCK_HOME/mcp-example.token
+  if [[ ! -s $TOKEN ]]; then
+    (umask 077 && openssl rand -hex 32 >"$TOKEN")
+  fi
+  POLICY=(--issuer spiffe://airlock/relay/relay-0 --principal dev
+          --holder 'spiffe://airlock/gateway/*' --route corp/example --dest http://127.0.0.1:8931)
+  if ! "$BIN/airlockctl" cred put example-mcp --type bearer --allow-plain-http \
+       --description "token of the example MCP server (deploy/local/mcp-example)" \
+       --value-file "$TOKEN" "${POLICY[@]}" >/dev/null 2>"$LOG/cred-example.log"; then
+    # the credential exists with an older token (the token file was replaced)
+    if ! { "$BIN/airlockctl" cred rotate example-mcp --value-file "$TOKEN" --destroy-previous &&
+           "$BIN/airlockctl" cred bind example-mcp --type bearer --allow-plain-http "${POLICY[@]}"; } \
+         >/dev/null 2>>"$LOG/cred-example.log"; then
+      echo "could not store the example server's token in credstore:" >&2
+      cat "$LOG/cred-example.log" >&2
+      exit 1
+    fi
+  fi
+  TOKEN_FILE=$TOKEN PORT=8931 HOST=127.0.0.1 nohup node "$EXAMPLE/server.mjs" \
+    >>"$LOG/mcp-example.log" 2>&1 &
+  echo $! >"$RUN/mcp-example.pid"
+  up=0
+  for _ in $(seq 1 100); do
+    # 401 without the token: it is up
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:8931/mcp) == 401 ]]; then
+      up=1
+      break
+    fi
+    if ! kill -0 "$(cat "$RUN/mcp-example.pid")" 2>/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
+  if ((!up)); then
+    echo "the example MCP server did not start; last log lines:" >&2
+    tail -n 20 "$LOG/mcp-example.log" >&2
+    exit 1
+  fi
+  started+=("$(printf '%-12s http=%-18s (demands a token only credstore holds)' mcp-example 127.0.0.1:8931)")
+
+  KEYS_FILE=$AIRLOCK_HOME/relay-keys
+  # an agent key for principal dev (this also creates the relay's keys file)
+  if [[ ! -s $AIRLOCK_HOME/relay-agent-key ]]; then
+    (umask 077 && "$BIN/airlockctl" relay keys create --file "$KEYS_FILE" --principal dev \
+      --routes 'corp/*' >"$AIRLOCK_HOME/relay-agent-key")
+  fi
+  write_config relay relay-relay-0 127.0.0.1:7422 127.0.0.1:9420 \
+    'relay_id = "relay-0";' \
+    'agents = {' \
+    '  listen = "127.0.0.1:7420";' \
+    "  keys_file = \"$KEYS_FILE\";" \
+    '};' \
+    'tunnel = { listen = "127.0.0.1:7421"; };' \
+    'tunnels = ( { name = "corp"; gateways = ["spiffe://airlock/gateway/*"]; } );' \
+    "grant = { key_file = \"$AIRLOCK_HOME/keys/relay-0.key\"; ttl = 60.0; };"
+  start relay airlock-relay 127.0.0.1:7422 127.0.0.1:9420
+
+  write_config gateway gateway-gateway-0 "" 127.0.0.1:9430 \
+    'listen = "";' \
+    'gateway_id = "gateway-0";' \
+    'relays = ["127.0.0.1:7421"];' \
+    'relay_identities = ["spiffe://airlock/relay/*"];' \
+    "relay_keys = ( { issuer = \"spiffe://airlock/relay/relay-0\"; public_key_file = \"$AIRLOCK_HOME/keys/relay-0.pub\"; } );" \
+    'credstore = { addr = "127.0.0.1:7410"; };' \
+    'tunnels = (' \
+    '  { name = "corp";' \
+    '    servers = (' \
+    '      { name = "example"; url = "http://127.0.0.1:8931/mcp"; allow = ["127.0.0.1/32"];' \
+    '        credential = "example-mcp";' \
+    '        policy = ( { principals = ["dev"]; tools = ["*"]; resources = ["**"]; prompts = ["*"]; } ); }' \
+    '    ); }' \
+    ');'
+  start gateway airlock-gateway "(dials relay)" 127.0.0.1:9430
+  TUNNEL_NOTE=$(cat <<EOF
+
+MCP through the tunnel (relay agent port 127.0.0.1:7420, TLS with the dev CA):
+  URL     https://127.0.0.1:7420/mcp/corp/example
+  header  Authorization: Bearer \$(cat $AIRLOCK_HOME/relay-agent-key)
+  CA      $AIRLOCK_HOME/pki/ca.crt  (Node.js clients: NODE_EXTRA_CA_CERTS=$AIRLOCK_HOME/pki/ca.crt)
+  try it:
+    curl --cacert $AIRLOCK_HOME/pki/ca.crt \\
+      -H "Authorization: Bearer \$(cat $AIRLOCK_HOME/relay-agent-key)" \\
+      -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\
+      -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}' \\
+      https://127.0.0.1:7420/mcp/corp/example
+  tunnel status: $BIN/airlockctl tunnel status
+  agent keys:    $BIN/airlockctl relay keys ls --file $KEYS_FILE
+EOF
+)
+fi
+
 missing=()
 for b in airlock-intake airlock-executor airlock-credstore airlock-relay airlock-gateway; do
   [[ -x $BIN/$b ]] || missing+=("$b")
@@ -121,3 +228,5 @@ if ((${#missing[@]})); then
   echo "  not in this build yet: ${missing[*]}"
 fi
 echo "check one: $BIN/airlockctl health 127.0.0.1:PORT   stop all: deploy/local/down.sh"
+[[ -n $TUNNEL_NOTE ]] && echo "$TUNNEL_NOTE"
+exit 0

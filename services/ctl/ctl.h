@@ -38,6 +38,8 @@ int ctl_issuers(int argc, char **argv); /* services/ctl/issuers.c */
 int ctl_run(int argc, char **argv);     /* services/ctl/jobs.c */
 int ctl_jobs(int argc, char **argv);    /* services/ctl/jobs.c */
 int ctl_files(int argc, char **argv);   /* services/ctl/jobs.c */
+int ctl_relay(int argc, char **argv);   /* services/ctl/relay.c */
+int ctl_tunnel(int argc, char **argv);  /* services/ctl/relay.c */
 /* services/ctl/master.c: "keys" = ctl_keys's subcommands plus gen-master and rotate-master */
 int ctl_keys_all(int argc, char **argv);
 int ctl_keys_gen_master(int argc, char **argv);    /* argv[0] == "gen-master" */

@@ -34,6 +34,8 @@ static const struct ctl_cmd cmds[] = {
     {"jobs", "jobs in airlock-intake: ls, get, watch, cancel", ctl_jobs},
     {"files", "files in a session's sandbox workspace: get, put, ls", ctl_files},
     {"grants", "mint test grants (development tool)", ctl_grants},
+    {"relay", "airlock-relay agent API keys: keys create, revoke, ls", ctl_relay},
+    {"tunnel", "a relay's tunnels, gateway connections and open streams: status", ctl_tunnel},
 };
 
 static void usage(FILE *f)
