@@ -57,8 +57,11 @@
  * searched in a stitch buffer (held ‖ first max_len - 1 input bytes), the
  * rest in the input in place; V[0..F) is emitted (a mark already emitted for
  * a merged match that reaches past F is remembered as a covered prefix of the
- * new held part). The match list and so the output are the same as one-shot
- * matching of the concatenation, whatever the chunking.
+ * new held part). Then the held bytes are released up to the first one
+ * whose suffix could still begin a match (stream_release), so a stream holds
+ * back only a possible partial match, not a fixed (max_len - 1) bytes. The
+ * match list and so the output are the same as one-shot matching of the
+ * concatenation, whatever the chunking.
  *
  * Memory: the pattern bytes (every encoded form of each value) and the
  * temporary forms built while adding a value live in locked memory
@@ -102,6 +105,10 @@ struct tables {
     struct bucket *buckets; /* 1 << bbits slots */
     unsigned bbits;
     uint32_t *cand; /* pattern ids grouped by bucket, longest first */
+    /* patterns by the byte they can start with (both cases where masked):
+     * ids fidx[fstart[c] .. fstart[c + 1]) */
+    uint32_t fstart[257];
+    uint32_t *fidx;
 };
 
 struct rl_scrub {
@@ -552,6 +559,7 @@ static void tables_free(struct tables *t)
     al_wipe_free(t->shift);
     al_wipe_free(t->buckets);
     al_wipe_free(t->cand);
+    al_wipe_free(t->fidx);
     memset(t, 0, sizeof(*t));
 }
 
@@ -647,6 +655,33 @@ static int fill_buckets(struct tables *t, const struct entry *e, size_t n)
     return 0;
 }
 
+/* The index of patterns by first byte (see struct tables). */
+static int fill_first(const struct rl_scrub *s, struct tables *t)
+{
+    uint32_t count[256] = {0}, at[256];
+
+    for (size_t i = 0; i < s->npats; i++) {
+        uint8_t b = s->bytes[s->pats[i].off], m = s->masks[s->pats[i].off];
+        count[b]++;
+        if (m)
+            count[b ^ m]++;
+    }
+    t->fstart[0] = 0;
+    for (int c = 0; c < 256; c++)
+        t->fstart[c + 1] = t->fstart[c] + count[c];
+    t->fidx = malloc((t->fstart[256] ? t->fstart[256] : 1) * sizeof(*t->fidx));
+    if (!t->fidx)
+        return AL_ERR_NOMEM;
+    memcpy(at, t->fstart, sizeof(at));
+    for (size_t i = 0; i < s->npats; i++) {
+        uint8_t b = s->bytes[s->pats[i].off], m = s->masks[s->pats[i].off];
+        t->fidx[at[b]++] = (uint32_t)i;
+        if (m)
+            t->fidx[at[b ^ m]++] = (uint32_t)i;
+    }
+    return 0;
+}
+
 /* Builds new tables for the current patterns; the old ones stay on failure. */
 static int tables_build(struct rl_scrub *s)
 {
@@ -666,6 +701,8 @@ static int tables_build(struct rl_scrub *s)
         return AL_ERR_NOMEM;
     }
     rc = fill_buckets(&t, e, n);
+    if (rc == 0)
+        rc = fill_first(s, &t);
     al_wipe_free(e);
     if (rc < 0) {
         tables_free(&t);
@@ -918,6 +955,57 @@ static int stream_fail(struct rl_scrub_stream *st, struct rl_buf *out, size_t ol
     return rc;
 }
 
+/* 1 when d[0..n) (n >= 1) is a proper prefix of some pattern: a match
+ * starting there could still complete with bytes not yet seen. */
+static int could_start(const struct rl_scrub *s, const uint8_t *d, size_t n)
+{
+    const struct tables *t = &s->t;
+
+    for (uint32_t i = t->fstart[d[0]]; i < t->fstart[d[0] + 1]; i++) {
+        const struct pat *p = &s->pats[t->fidx[i]];
+        const uint8_t *b = s->bytes + p->off, *m = s->masks + p->off;
+        size_t j = 0;
+
+        if (p->len <= n)
+            continue;
+        while (j < n && (uint8_t)(d[j] | m[j]) == b[j])
+            j++;
+        if (j == n)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Emits the held bytes no future input can change: those before the first
+ * position whose held suffix could still start a match. A match starting
+ * before it ends inside the held bytes (else that suffix would be a prefix of
+ * it), so it is known now; the output stays that of one-shot matching. This
+ * is what lets a short SSE event or a keep-alive comment through at once
+ * instead of waiting for (longest form - 1) more bytes.
+ */
+static int stream_release(struct rl_scrub_stream *st, struct rl_buf *out)
+{
+    size_t t = st->held, k = 0;
+    struct emitter e = {.out = out, .a = st->hold, .alen = t, .done = st->covered};
+
+    while (k < t && !could_start(st->s, st->hold + k, t - k))
+        k++;
+    if (k == 0)
+        return 0;
+    scan(st->s, st->hold, t, 0, k, on_match, &e);
+    if (e.rc == 0 && e.done < k)
+        emit_raw(&e, k);
+    if (e.rc < 0)
+        return e.rc;
+    st->covered = e.done > k ? e.done - k : 0;
+    memmove(st->hold, st->hold + k, t - k);
+    OPENSSL_cleanse(st->hold + t - k, k);
+    st->held = t - k;
+    st->hits += e.hits;
+    return 0;
+}
+
 int rl_scrub_stream_feed(struct rl_scrub_stream *st, const uint8_t *in, size_t n,
                          struct rl_buf *out)
 {
@@ -928,10 +1016,11 @@ int rl_scrub_stream_feed(struct rl_scrub_stream *st, const uint8_t *in, size_t n
         return AL_ERR_STATE;
     if (n == 0)
         return 0;
-    if (t + n <= keep) { /* nothing is final yet */
+    if (t + n <= keep) { /* nothing is final by length alone */
         memcpy(st->hold + t, in, n);
         st->held += n;
-        return 0;
+        e.rc = stream_release(st, out);
+        return e.rc < 0 ? stream_fail(st, out, old, e.rc) : 0;
     }
     f = t + n - keep; /* V[0..f) is final */
     if (t > 0) {      /* matches starting in the held bytes, through the stitch */
@@ -956,7 +1045,8 @@ int rl_scrub_stream_feed(struct rl_scrub_stream *st, const uint8_t *in, size_t n
     }
     st->held = keep;
     st->hits += e.hits;
-    return 0;
+    e.rc = stream_release(st, out);
+    return e.rc < 0 ? stream_fail(st, out, old, e.rc) : 0;
 }
 
 int rl_scrub_stream_finish(struct rl_scrub_stream *st, struct rl_buf *out)

@@ -17,7 +17,9 @@
  * A match is replaced by RL_SCRUB_MARK. Matching is streaming: a value split
  * across any number of chunks (TCP reads, HTTP/1.1 chunks, HTTP/2 DATA
  * frames, SSE events written in pieces) is found, because a stream holds back
- * the last (longest pattern - 1) bytes until the next chunk or the end.
+ * the bytes that could be the start of a match (a proper prefix of some
+ * form, at most longest pattern - 1 bytes) until the next chunk or the end;
+ * everything else is passed on at once, so a short event is not delayed.
  *
  * Values shorter than RL_SCRUB_MIN_VALUE bytes are refused: their encoded
  * forms would match ordinary text.

@@ -713,25 +713,42 @@ static void test_hold_and_finish(void)
     CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, big, 0, &out), 0); /* empty feed */
     CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, (const uint8_t *)"", 0, &out), 0);
     CU_ASSERT_EQUAL(out.len, 0);
-    CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, (const uint8_t *)"hello", 5, &out), 0);
-    CU_ASSERT_EQUAL(out.len, 0); /* everything held: a value may start there */
+    /* "sk-li" could be the start of the token: held; nothing else is */
+    CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, (const uint8_t *)"sk-li", 5, &out), 0);
+    CU_ASSERT_EQUAL(out.len, 0);
     CU_ASSERT_EQUAL(rl_scrub_stream_held(st), 5);
     CU_ASSERT_EQUAL(rl_scrub_stream_finish(st, &out), 0); /* finish flushes */
     CU_ASSERT_EQUAL(out.len, 5);
-    CU_ASSERT_EQUAL(memcmp(out.p, "hello", 5), 0);
+    CU_ASSERT_EQUAL(memcmp(out.p, "sk-li", 5), 0);
+    CU_ASSERT_EQUAL(rl_scrub_stream_held(st), 0);
+    rl_buf_reset(&out);
+    /* a short SSE event that cannot begin any form passes at once */
+    CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, (const uint8_t *)": ping\n\n", 8, &out), 0);
+    CU_ASSERT_EQUAL(out.len, 8);
+    CU_ASSERT_EQUAL(rl_scrub_stream_held(st), 0);
+    /* an event ending in what could start the token keeps only that part */
+    CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, (const uint8_t *)"data: x sk-", 11, &out), 0);
+    CU_ASSERT_EQUAL(out.len, 8 + 8);
+    CU_ASSERT_EQUAL(rl_scrub_stream_held(st), 3);
+    CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, C_TOKEN + 3, sizeof(C_TOKEN) - 4, &out), 0);
+    CU_ASSERT_EQUAL(rl_scrub_stream_held(st), 0); /* the whole token: known, replaced */
+    CU_ASSERT_EQUAL(out.len, 16 + MARK_LEN);
+    CU_ASSERT_EQUAL(memcmp(out.p + 16, MARK, MARK_LEN), 0);
+    CU_ASSERT_EQUAL(rl_scrub_stream_finish(st, &out), 0);
     CU_ASSERT_EQUAL(rl_scrub_stream_held(st), 0);
     CU_ASSERT_EQUAL(rl_scrub_stream_finish(st, &out), 0); /* twice is fine */
-    CU_ASSERT_EQUAL(out.len, 5);
+    CU_ASSERT_EQUAL(out.len, 16 + MARK_LEN);
     rl_buf_reset(&out);
-    /* a large feed passes all but max_len - 1 bytes at once */
+    CU_ASSERT_EQUAL(rl_scrub_stream_hits(st), 1);
+    /* a large feed of bytes that start no form passes entirely */
     CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, big, keep * 4, &out), 0);
-    CU_ASSERT_EQUAL(out.len, keep * 3);
-    CU_ASSERT_EQUAL(rl_scrub_stream_held(st), keep);
+    CU_ASSERT_EQUAL(out.len, keep * 4);
+    CU_ASSERT_EQUAL(rl_scrub_stream_held(st), 0);
     CU_ASSERT_EQUAL(rl_scrub_stream_feed(st, C_TOKEN, sizeof(C_TOKEN) - 1, &out), 0);
     CU_ASSERT_EQUAL(rl_scrub_stream_finish(st, &out), 0);
     CU_ASSERT_EQUAL(out.len, keep * 4 + MARK_LEN);
     CU_ASSERT_EQUAL(memcmp(out.p + keep * 4, MARK, MARK_LEN), 0);
-    CU_ASSERT_EQUAL(rl_scrub_stream_hits(st), 1);
+    CU_ASSERT_EQUAL(rl_scrub_stream_hits(st), 2);
     rl_scrub_stream_free(st);
     rl_buf_cleanup(&out);
     free(big);
