@@ -1218,6 +1218,8 @@ int rl_agents_new(struct ev_loop *loop, const struct rl_agents_opts *o, struct r
         ag->o.idle_timeout_s = 60;
     if (!ag->o.max_connections)
         ag->o.max_connections = 10000;
+    if (!ag->o.max_streams)
+        ag->o.max_streams = 1000;
     ev_timer_init(&ag->drain_timer, NULL, 0., 0.);
     if (!o->keys_file || !o->tunnels || !o->listen) {
         rc = AL_ERR_INVAL;

@@ -29,7 +29,6 @@
 #include "al_log.h"
 #include "relay_agent_int.h"
 
-#define H2_MAX_STREAMS      1000         /* SETTINGS_MAX_CONCURRENT_STREAMS to agents */
 #define H2_WINDOW           (256 * 1024) /* per-stream receive window */
 #define MAX_HEADERS         100
 #define HEADER_FLOOD_FACTOR 4 /* header bytes beyond max_head * this kill the connection */
@@ -586,7 +585,7 @@ void rl_ah2_accept(struct rl_agents *ag, int fd, SSL *ssl, const char *peer)
     struct al_h2conn_opts co = {
         .tls_server = 1,
         .h2_server = 1,
-        .max_concurrent_streams = H2_MAX_STREAMS,
+        .max_concurrent_streams = (uint32_t)ag->o.max_streams,
         .initial_window = H2_WINDOW,
         .max_header_list = (uint32_t)ag->o.max_head,
         .ping_interval_s = PING_INTERVAL_S,

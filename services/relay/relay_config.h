@@ -12,6 +12,7 @@
  *     max_head = 16384; max_body = 4194304;
  *     header_timeout = 10.0; body_timeout = 30.0; idle_timeout = 60.0;   seconds
  *     max_connections = 10000;
+ *     max_streams = 1000;               concurrent requests per HTTP/2 agent connection
  *   };
  *   tunnel = { listen = "127.0.0.1:7421"; heartbeat_interval = 10.0; };
  *   tunnels = ( { name = "corp"; gateways = ["spiffe://airlock/gateway/ *"]; } );  (no space)
@@ -55,6 +56,7 @@ struct rl_config {
     size_t agents_max_head, agents_max_body;
     double agents_header_timeout, agents_body_timeout, agents_idle_timeout;
     int agents_max_connections;
+    int agents_max_streams;
     char *tunnel_listen;
     double tunnel_heartbeat_interval;
     struct rl_tunnel_list tunnels;

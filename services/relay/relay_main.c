@@ -250,6 +250,7 @@ static int start(struct relay *rl)
         .body_timeout_s = c->agents_body_timeout,
         .idle_timeout_s = c->agents_idle_timeout,
         .max_connections = (size_t)c->agents_max_connections,
+        .max_streams = (size_t)c->agents_max_streams,
         .metrics = rl->svc.metrics,
     };
     rl->keys = NULL; /* taken */
