@@ -599,6 +599,53 @@ const struct gw_policy *gw_policy_for(const struct gw_route *r, const char *prin
     return NULL;
 }
 
+/* 1 when s[0..n) is "." or "..", dots possibly percent-encoded (%2e). */
+static int dot_segment(const char *s, size_t n)
+{
+    size_t dots = 0, i = 0;
+
+    while (i < n) {
+        if (s[i] == '.') {
+            i++;
+        } else if (i + 2 < n && s[i] == '%' && s[i + 1] == '2' && (s[i + 2] | 0x20) == 'e') {
+            i += 3;
+        } else {
+            return 0;
+        }
+        dots++;
+    }
+    return dots == 1 || dots == 2;
+}
+
+/*
+ * A resource URI whose path part (before '?' or '#') has a "." or ".."
+ * segment (also percent-encoded), a backslash, or an encoded '/' or backslash.
+ * Globs match the URI as text, so "docs://public/../secret" matches the
+ * glob "docs://public/" followed by "**"; a server that normalizes the path
+ * would serve what the glob meant to keep out. Such a URI is never allowed.
+ */
+static int uri_climbs(const char *u)
+{
+    size_t end = strcspn(u, "?#"), start = 0;
+
+    for (size_t i = 0; i < end; i++) {
+        if (u[i] == '\\')
+            return 1;
+        if (u[i] == '%' && i + 2 < end &&
+            ((u[i + 1] == '2' && (u[i + 2] | 0x20) == 'f') ||
+             (u[i + 1] == '5' && (u[i + 2] | 0x20) == 'c')))
+            return 1;
+    }
+    for (size_t i = 0; i <= end; i++) {
+        if (i == end || u[i] == '/') {
+            if (dot_segment(u + start, i - start))
+                return 1;
+            start = i + 1;
+        }
+    }
+    return 0;
+}
+
 int gw_policy_allows(void *user, enum rl_mcp_kind kind, const char *name)
 {
     const struct gw_policy *p = user;
@@ -609,7 +656,7 @@ int gw_policy_allows(void *user, enum rl_mcp_kind kind, const char *name)
     case RL_MCP_TOOL:
         return any_match(p->tools, p->n_tools, name);
     case RL_MCP_RESOURCE:
-        return any_match(p->resources, p->n_resources, name);
+        return !uri_climbs(name) && any_match(p->resources, p->n_resources, name);
     case RL_MCP_PROMPT:
         return any_match(p->prompts, p->n_prompts, name);
     default:

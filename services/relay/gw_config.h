@@ -28,7 +28,10 @@
  * spite of the upstream deny list and the policy. Policy: the first entry
  * whose principals (al_glob) match the principal applies; a principal that
  * matches none may use no tool, resource or prompt (lists still work and
- * come back empty). Tools and prompts match by name, resources by URI.
+ * come back empty). Tools and prompts match by name, resources by URI; a
+ * resource URI with a "." or ".." path segment (also percent-encoded), a
+ * backslash or an encoded separator is never allowed (a server normalizing
+ * it could serve a resource outside the glob it matched).
  *
  * Lifecycle: gw_config_fields() is the schema for al_service_load_config();
  * gw_config_check() validates what the schema cannot; gw_keyring_build()

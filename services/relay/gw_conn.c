@@ -45,7 +45,7 @@
 #include "gw.h"
 
 #define RST_WINDOW_S       1.0
-#define RST_MAX_PER_WINDOW 500
+#define RST_MIN_PER_WINDOW 500
 #define CTL_STREAM_ROOM    8 /* SETTINGS headroom for the control stream and Acks */
 
 static void slot_dial(struct gw_slot *sl);
@@ -711,6 +711,20 @@ static void stream_req_end(struct gw_stream *s)
         gw_agent_end(s);
 }
 
+/* RST_STREAM frames the relay may send per window before the connection is
+ * taken for a rapid-reset flood. The relay resets a stream whenever its
+ * agent cancels a request, so an ordinary burst is every stream of the
+ * connection at once (an agent connection that carried many of them going
+ * away): twice that per window is still ordinary traffic, which must not
+ * tear down the connection and the other agents' requests on it, while a
+ * rapid-reset flood runs orders of magnitude faster. */
+static unsigned rst_limit(const struct gw_conn *c)
+{
+    unsigned l = 2u * ((unsigned)c->gw->cfg.max_concurrent_streams + CTL_STREAM_ROOM);
+
+    return l > RST_MIN_PER_WINDOW ? l : RST_MIN_PER_WINDOW;
+}
+
 static int rst_flood(struct gw_conn *c)
 {
     double now = ev_now(c->gw->svc.loop);
@@ -719,7 +733,7 @@ static int rst_flood(struct gw_conn *c)
         c->rst_window = now;
         c->rst_count = 0;
     }
-    return ++c->rst_count > RST_MAX_PER_WINDOW;
+    return ++c->rst_count > rst_limit(c);
 }
 
 static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)

@@ -157,6 +157,20 @@ int gw_req_header_dropped(const char *name, size_t n)
     return 0;
 }
 
+int gw_req_header_single(const char *name, size_t n)
+{
+    static const char *const single[] = {
+        "mcp-session-id",    "mcp-method",         "mcp-name",      "mcp-protocol-version",
+        "content-type",      "content-length",     "last-event-id", "airlock-grant",
+        "airlock-principal", "airlock-request-id",
+    };
+
+    for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++)
+        if (is_name(name, n, single[i]))
+            return 1;
+    return 0;
+}
+
 int gw_resp_header_dropped(const char *name, size_t n)
 {
     static const char *const drop[] = {

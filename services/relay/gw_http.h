@@ -46,6 +46,15 @@ int gw_target(const char *base, const char *rest, size_t rest_len, char *out, si
  * by the caller. */
 int gw_req_header_dropped(const char *name, size_t n);
 
+/* 1 when a request header (lowercase name) may appear at most once: the
+ * gateway reads one instance of it (Mcp-Session-Id, Mcp-Method, Mcp-Name,
+ * Mcp-Protocol-Version, Content-Type, Content-Length, Last-Event-ID and the
+ * relay's airlock-grant, airlock-principal, airlock-request-id) and an
+ * upstream that reads another (the last one, or all joined with ", ") would
+ * act on a value the gateway never checked. A request repeating one is
+ * refused (400). */
+int gw_req_header_single(const char *name, size_t n);
+
 /* 1 when an upstream response header (lowercase name) must not reach the
  * relay: hop-by-hop and connection-specific fields, Content-Length (the body
  * is always rewritten by the scrubber), airlock-* (only the gateway speaks

@@ -5,9 +5,11 @@
  *   head     :path -> route (404), the relay's grant verified with the
  *            relay_keys keyring (audience credstore, holder = us, scope =
  *            route, principal = airlock-principal, subject = "request/" +
- *            airlock-request-id; 403 GRANT_* otherwise), method (POST, GET,
- *            DELETE), an audit slot reserved (503 when the queue is full),
- *            the Mcp-Session-Id binding (403 when another principal's)
+ *            airlock-request-id; 403 GRANT_* otherwise), an audit slot
+ *            reserved (503 when the queue is full), method (POST, GET,
+ *            DELETE; only POST may carry a body: 400), no repeated
+ *            single-instance header (gw_req_header_single: 400), the
+ *            Mcp-Session-Id binding (403 when another principal's)
  *   body     POST: buffered up to max_body (413), parsed (rl_mcp_parse:
  *            400), Mcp-Method / Mcp-Name checked (400), the item authorized
  *            by the principal's policy (403)
@@ -261,6 +263,21 @@ static int64_t content_length(const struct gw_stream *s)
     return x;
 }
 
+/* The first request header that may appear once (gw_req_header_single) and
+ * appears again, or NULL. */
+static const char *repeated_header(const struct gw_stream *s)
+{
+    for (size_t i = 0; i < s->nhdr; i++) {
+        const struct gw_hdr *h = &s->hdr[i];
+        if (!gw_req_header_single(h->name, h->nl))
+            continue;
+        for (size_t k = i + 1; k < s->nhdr; k++)
+            if (s->hdr[k].nl == h->nl && memcmp(s->hdr[k].name, h->name, h->nl) == 0)
+                return h->name;
+    }
+    return NULL;
+}
+
 /* Route, target, grant, method. Returns 0 or answers the stream itself. */
 static int head_route(struct gw_agent *a)
 {
@@ -300,15 +317,28 @@ static int head_checks(struct gw_agent *a)
 {
     struct gw_stream *s = a->s;
     int post = strcmp(s->method, "POST") == 0;
+    const char *rep;
+    char why[96];
     size_t sl;
 
     if (!post && strcmp(s->method, "GET") != 0 && strcmp(s->method, "DELETE") != 0) {
         agent_fail(a, 405, REASON(INVALID_FIELD), "MCP uses POST, GET and DELETE only");
         return -1;
     }
+    if ((rep = repeated_header(s)) != NULL) {
+        /* the upstream could read the copy the gateway did not check */
+        snprintf(why, sizeof(why), "more than one %s header", rep);
+        agent_fail(a, 400, REASON(INVALID_FIELD), why);
+        return -1;
+    }
     a->clen = content_length(s);
     if (a->clen == -2) {
         agent_fail(a, 400, REASON(INVALID_FIELD), "malformed Content-Length");
+        return -1;
+    }
+    if (!post && a->clen > 0) {
+        /* only POST bodies are inspected: no other body reaches the upstream */
+        agent_fail(a, 400, REASON(INVALID_FIELD), "GET and DELETE requests carry no body");
         return -1;
     }
     if (post && a->clen > (int64_t)a->gw->cfg.max_body) {
@@ -508,10 +538,28 @@ static void pump_body(struct gw_agent *a)
     }
 }
 
+/* Body bytes on a GET or DELETE: never inspected, so never forwarded. The
+ * request is refused, whatever was started for it is stopped. */
+static void body_refused(struct gw_agent *a)
+{
+    gw_cred_cancel(a->rs);
+    a->rs = NULL;
+    if (a->ureq) {
+        rl_ureq_cancel(a->ureq);
+        a->ureq = NULL;
+    }
+    agent_fail(a, 400, REASON(INVALID_FIELD), "GET and DELETE requests carry no body");
+}
+
 void gw_agent_data(struct gw_stream *s, const uint8_t *d, size_t n)
 {
     struct gw_agent *a = s->a;
 
+    if (n && (a->phase == GW_P_CRED || a->phase == GW_P_UP) && strcmp(s->method, "POST") != 0) {
+        consume(a, n);
+        body_refused(a);
+        return;
+    }
     switch (a->phase) {
     case GW_P_BODY:
         consume(a, n); /* the body cap bounds what is buffered here */
@@ -620,12 +668,9 @@ static void start_upstream(struct gw_agent *a)
     int64_t cl;
     int rc;
 
-    if (strcmp(s->method, "POST") == 0)
-        cl = (int64_t)a->body.len;
-    else if (s->req_ended || s->head_end)
-        cl = (int64_t)a->held.len; /* the whole body is here (usually none) */
-    else
-        cl = a->clen;
+    /* the POST body was inspected whole; GET and DELETE carry none (a body
+     * arriving for one refuses the request: gw_agent_data) */
+    cl = strcmp(s->method, "POST") == 0 ? (int64_t)a->body.len : 0;
     rc = rl_ureq_start(a->gw->ups[a->route], s->method, a->target, h, n, cl, &up_cbs, a, &a->ureq);
     if (rc < 0) {
         a->ureq = NULL;

@@ -21,9 +21,13 @@
  *     '+'; and every byte as %XX;
  *   JSON string contents as JSON.stringify / jansson / Python produce them:
  *     '/' raw or "\/", non-ASCII raw or as \uXXXX (ensure_ascii, valid UTF-8
- *     only; DEL raw as jansson writes it or \u007f as Python does), and each
- *     of these escaped once more (JSON text carried in a JSON string, as MCP
- *     tool results often are).
+ *     only; DEL raw as jansson writes it or \u007f as Python does); as Go's
+ *     encoding/json (and Rails) write them by default, < > & as \u003c
+ *     \u003e \u0026 and U+2028/2029 as \u2028/\u2029; as .NET's
+ *     System.Text.Json writes them by default, < > & ' " + ` as \u00XX (so
+ *     a '+' in a token becomes \u002B), DEL and non-ASCII as \uXXXX; and
+ *     each of these escaped once more (JSON text carried in a JSON string,
+ *     as MCP tool results often are).
  * Every pattern is at least RL_SCRUB_MIN_VALUE bytes long (a value of 8
  * bytes gives a base64 core of 10 characters; the other forms are at least
  * as long as the value).
@@ -263,9 +267,11 @@ static void enc_pct(const struct pb *in, struct pb *out, enum pct_set set, int s
     }
 }
 
-#define JSON_SLASH 0x1u /* '/' as \/ */
-#define JSON_ASCII 0x2u /* non-ASCII as \uXXXX (needs valid UTF-8) */
-#define JSON_DEL   0x4u /* DEL as \u007f too (Python; jansson leaves it raw) */
+#define JSON_SLASH 0x1u  /* '/' as \/ */
+#define JSON_ASCII 0x2u  /* non-ASCII as \uXXXX (needs valid UTF-8) */
+#define JSON_DEL   0x4u  /* DEL as \u007f too (Python; jansson leaves it raw) */
+#define JSON_HTML  0x8u  /* Go, Rails: < > & and U+2028/2029 as \uXXXX */
+#define JSON_NET   0x10u /* .NET default encoder: < > & ' " + ` as \u00XX */
 
 static void json_u(struct pb *out, unsigned cp)
 {
@@ -320,7 +326,10 @@ static int enc_json(const struct pb *in, struct pb *out, unsigned flags)
         unsigned cp;
         size_t k;
 
-        if (e) {
+        if (c && (((flags & JSON_NET) && strchr("<>&'\"+`", c)) ||
+                  ((flags & JSON_HTML) && strchr("<>&", c)))) {
+            json_u(out, c);
+        } else if (e) {
             pb_put(out, '\\', 0);
             pb_put(out, (uint8_t)short_chr[e - short_esc], 0);
         } else if (c < 0x20) {
@@ -329,6 +338,10 @@ static int enc_json(const struct pb *in, struct pb *out, unsigned flags)
             pb_put_str(out, "\\/");
         } else if (c == 0x7f && (flags & JSON_DEL)) {
             json_u(out, c);
+        } else if ((flags & JSON_HTML) && c == 0xe2 && i + 2 < in->len && in->b[i + 1] == 0x80 &&
+                   (in->b[i + 2] == 0xa8 || in->b[i + 2] == 0xa9)) {
+            json_u(out, in->b[i + 2] == 0xa8 ? 0x2028 : 0x2029);
+            i += 2;
         } else if (!(flags & JSON_ASCII) || c < 0x80) {
             pb_put(out, c, in->m[i]);
         } else {
@@ -462,6 +475,8 @@ static void derive_json(struct derive *d)
         JSON_ASCII | JSON_SLASH,
         JSON_ASCII | JSON_DEL,
         JSON_ASCII | JSON_DEL | JSON_SLASH,
+        JSON_HTML,
+        JSON_NET | JSON_ASCII | JSON_DEL,
     };
 
     for (size_t i = 0; i < sizeof(inner) / sizeof(inner[0]); i++) {

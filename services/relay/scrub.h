@@ -13,7 +13,9 @@
  *     digits either case; space also as '+');
  *   - JSON string escaping as JSON.stringify / jansson produce it (\" \\ \b
  *     \f \n \r \t, other control bytes as \u00XX either case, and '/' both
- *     raw and as \/).
+ *     raw and as \/), with non-ASCII as \uXXXX (Python), with < > & as
+ *     \u00XX (Go, Rails), and as .NET's default encoder writes it (< > & ' "
+ *     + ` as \u00XX); each also escaped twice.
  * A match is replaced by RL_SCRUB_MARK. Matching is streaming: a value split
  * across any number of chunks (TCP reads, HTTP/1.1 chunks, HTTP/2 DATA
  * frames, SSE events written in pieces) is found, because a stream holds back

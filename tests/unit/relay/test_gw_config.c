@@ -125,6 +125,51 @@ static void test_policy(void)
     unload(&c);
 }
 
+/* Resource URIs are matched as text: one that climbs out of the globbed
+ * prefix once a server normalizes it is never allowed. */
+static void test_policy_resource_climbing(void)
+{
+    static const char *const refused[] = {
+        "file:///docs/../etc/passwd",
+        "file:///docs/a/../../etc/passwd",
+        "file:///docs/%2e%2e/etc/passwd",
+        "file:///docs/%2E./etc/passwd",
+        "file:///docs/.%2e/etc/passwd",
+        "file:///docs/a/..",
+        "file:///docs/./a",
+        "file:///docs/a%2f..%2f..%2fetc/passwd",
+        "file:///docs/a%5C..%5Cetc",
+        "file:///docs/a\\..\\etc",
+    };
+    static const char *const allowed[] = {
+        "file:///docs/a..b/c.md",     "file:///docs/...",        "file:///docs/.hidden",
+        "file:///docs/a/b.md?x=../y", "file:///docs/v1.2/notes",
+    };
+    struct gw_config c;
+    char err[512] = "";
+    const struct gw_policy *p;
+
+    CU_ASSERT_EQUAL_FATAL(load(BASE "tunnels = ( { name = \"corp\"; servers = ( " SERVER_OK
+                                    " ); } );\n",
+                               &c, err, sizeof(err)),
+                          0);
+    p = gw_policy_for(&c.routes.v[0], "dev");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        if (gw_policy_allows((void *)p, RL_MCP_RESOURCE, refused[i]))
+            fprintf(stderr, "\n  allowed: %s\n", refused[i]);
+        CU_ASSERT_FALSE(gw_policy_allows((void *)p, RL_MCP_RESOURCE, refused[i]));
+    }
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
+        if (!gw_policy_allows((void *)p, RL_MCP_RESOURCE, allowed[i]))
+            fprintf(stderr, "\n  refused: %s\n", allowed[i]);
+        CU_ASSERT(gw_policy_allows((void *)p, RL_MCP_RESOURCE, allowed[i]));
+    }
+    /* tools and prompts are names, not paths: dots are theirs to use */
+    CU_ASSERT(gw_policy_allows((void *)p, RL_MCP_PROMPT, ".."));
+    unload(&c);
+}
+
 static void test_no_policy_matches(void)
 {
     struct gw_config c;
@@ -254,6 +299,8 @@ int main(void)
     s = CU_add_suite("gateway config", NULL, NULL);
     CU_add_test(s, "defaults and routes", test_defaults_and_routes);
     CU_add_test(s, "policy: first matching entry, globs per kind", test_policy);
+    CU_add_test(s, "policy: resource URIs climbing out of their glob are refused",
+                test_policy_resource_climbing);
     CU_add_test(s, "policy: unknown principal gets nothing", test_no_policy_matches);
     CU_add_test(s, "errors name file, line and key", test_errors);
     CU_add_test(s, "checks beyond the schema", test_checks);

@@ -147,6 +147,19 @@ static void test_headers(void)
         CU_ASSERT(dropped_resp(resp_drop[i]));
     for (size_t i = 0; i < sizeof(resp_keep) / sizeof(resp_keep[0]); i++)
         CU_ASSERT_FALSE(dropped_resp(resp_keep[i]));
+    /* headers the gateway reads one instance of: a repeat is refused */
+    {
+        static const char *const single[] = {
+            "mcp-session-id",    "mcp-method",        "mcp-name",      "mcp-protocol-version",
+            "content-type",      "content-length",    "last-event-id", "airlock-grant",
+            "airlock-principal", "airlock-request-id"};
+        static const char *const multi[] = {"accept",    "user-agent", "x-custom",
+                                            "mcp-names", "cookie",     "mcp-nam"};
+        for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++)
+            CU_ASSERT(gw_req_header_single(single[i], strlen(single[i])));
+        for (size_t i = 0; i < sizeof(multi) / sizeof(multi[0]); i++)
+            CU_ASSERT_FALSE(gw_req_header_single(multi[i], strlen(multi[i])));
+    }
     CU_ASSERT(gw_field_name_valid("x-api-key", 9));
     CU_ASSERT_FALSE(gw_field_name_valid("X-Api-Key", 9));
     CU_ASSERT_FALSE(gw_field_name_valid("a b", 3));

@@ -469,6 +469,69 @@ static void test_literal_forms(void)
     }
 }
 
+/* JSON as other servers' encoders write it: Go's encoding/json (and Rails)
+ * escape < > & and U+2028/2029; .NET's System.Text.Json default encoder
+ * also ' " + ` (upper-case hex), DEL and non-ASCII. A token with a '+' (most
+ * base64-like secrets) echoed by a .NET MCP server reads "\u002B". */
+static void test_json_encoders(void)
+{
+    static const uint8_t v[] = "ab+cd/ef&gh<ij>kl'mn\"op`qr";
+    static const char *const lit[] = {
+        /* System.Text.Json, JavaScriptEncoder.Default */
+        "ab\\u002Bcd/ef\\u0026gh\\u003Cij\\u003Ekl\\u0027mn\\u0022op\\u0060qr",
+        /* ... carried in another JSON string */
+        "ab\\\\u002Bcd/ef\\\\u0026gh\\\\u003Cij\\\\u003Ekl\\\\u0027mn\\\\u0022op\\\\u0060qr",
+        /* Go json.Marshal */
+        "ab+cd/ef\\u0026gh\\u003cij\\u003ekl'mn\\\"op`qr",
+        /* ... carried in another JSON string */
+        "ab+cd/ef\\\\u0026gh\\\\u003cij\\\\u003ekl'mn\\\\\\\"op`qr",
+    };
+    struct rl_scrub *s = set_of(v, sizeof(v) - 1);
+
+    for (size_t i = 0; i < sizeof(lit) / sizeof(lit[0]); i++) {
+        long hits;
+        struct str text = {0}, r;
+        CHECK(rl_scrub_contains(s, (const uint8_t *)lit[i], strlen(lit[i])), "form %zu: %s", i,
+              lit[i]);
+        /* inside a JSON-RPC result, one-shot and streamed one byte at a time */
+        str_puts(&text, "{\"result\":{\"content\":[{\"text\":\"");
+        str_puts(&text, lit[i]);
+        str_puts(&text, "\"}]}}");
+        r = scrub_copy(s, text.p, text.len, &hits);
+        CHECK(hits == 1 && !has(r.p, r.len, (const uint8_t *)"u002", 4), "form %zu scrubbed", i);
+        {
+            size_t cuts[512];
+            unsigned long sh = 0;
+            struct str rs;
+            for (size_t k = 0; k + 1 < text.len && k < 512; k++)
+                cuts[k] = k + 1;
+            rs = scrub_stream(s, text.p, text.len, cuts, text.len - 1 < 512 ? text.len - 1 : 512,
+                              &sh);
+            CHECK(sh == 1 && str_eq(&rs, r.p, r.len), "form %zu streamed", i);
+            str_free(&rs);
+        }
+        str_free(&r);
+        str_free(&text);
+    }
+    rl_scrub_free(s);
+    /* .NET: '+' in a base64-like token, non-ASCII as upper-case \uXXXX */
+    {
+        static const uint8_t t[] = "Zm9v+YmFy/cXV4\xc3\xa9";
+        static const char net[] = "Zm9v\\u002BYmFy/cXV4\\u00E9";
+        struct rl_scrub *u = set_of(t, sizeof(t) - 1);
+        CU_ASSERT(rl_scrub_contains(u, (const uint8_t *)net, strlen(net)));
+        rl_scrub_free(u);
+    }
+    /* Go: U+2028 and U+2029 as escapes, other non-ASCII raw */
+    {
+        static const uint8_t t[] = "pass\xe2\x80\xa8w\xc3\xb6rd\xe2\x80\xa9!";
+        static const char go[] = "pass\\u2028w\xc3\xb6rd\\u2029!";
+        struct rl_scrub *u = set_of(t, sizeof(t) - 1);
+        CU_ASSERT(rl_scrub_contains(u, (const uint8_t *)go, strlen(go)));
+        rl_scrub_free(u);
+    }
+}
+
 /* The value inside longer base64 text: every alignment, both alphabets,
  * padded or not. Exactly the characters that depend only on the value are
  * replaced (plus the tail when the value ends the text). */
@@ -895,6 +958,7 @@ int main(void)
     CU_add_test(s, "empty set passes bytes through", test_empty_set);
     CU_add_test(s, "every form at every split point", test_every_form_every_split);
     CU_add_test(s, "encoder outputs as literals", test_literal_forms);
+    CU_add_test(s, "JSON as Go and .NET encoders write it", test_json_encoders);
     CU_add_test(s, "base64 at every alignment", test_base64_alignment);
     CU_add_test(s, "base64 JSON- and percent-escaped", test_base64_escaped);
     CU_add_test(s, "header values (contains)", test_header_values);
