@@ -161,6 +161,8 @@ static int session_start(struct al_h2conn *c)
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
     if (c->o.manual_window)
         nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (c->o.reset_burst && c->o.reset_rate)
+        nghttp2_option_set_stream_reset_rate_limit(opt, c->o.reset_burst, c->o.reset_rate);
     if (c->o.h2_server)
         rv = nghttp2_session_server_new2(&c->ngh, c->o.cbs, c->o.session_user, opt);
     else

@@ -46,6 +46,12 @@ struct al_h2conn_opts {
      * nghttp2_session_consume() for bytes it has passed on (a proxy's end-to-end
      * flow control); 0: nghttp2 reopens them as soon as DATA is received. */
     int manual_window;
+    /* Server sessions: RST_STREAMs from the peer accepted as a burst of
+     * reset_burst, refilled at reset_rate per second, before nghttp2 ends the
+     * connection (its rapid-reset defence, CVE-2023-44487). 0 = nghttp2's
+     * default (1000, 33/s); a tunnel gateway, whose relay cancels a stream
+     * for every agent that goes away, needs more. */
+    uint64_t reset_burst, reset_rate;
     const nghttp2_session_callbacks *cbs; /* borrowed: must outlive the connection */
     void *session_user;                   /* nghttp2 user_data for every callback */
     /* TLS done and session created: the upper layer may now open streams. */

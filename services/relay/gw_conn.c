@@ -373,6 +373,10 @@ static void slot_dial(struct gw_slot *sl)
         .require_peer_id = 1,
         .alpn = GW_ALPN,
         .max_concurrent_streams = (uint32_t)gw->cfg.max_concurrent_streams + CTL_STREAM_ROOM,
+        /* the relay resets a stream per agent that goes away: allow as many
+         * resets as our own limit (rst_limit) does, per second */
+        .reset_burst = 2u * ((uint64_t)gw->cfg.max_concurrent_streams + CTL_STREAM_ROOM),
+        .reset_rate = 2u * ((uint64_t)gw->cfg.max_concurrent_streams + CTL_STREAM_ROOM),
         .max_header_list = GW_HEAD_MAX,
         .ping_interval_s = gw->cfg.ping_interval_s,
         .ping_timeout_s = gw->cfg.ping_timeout_s,
