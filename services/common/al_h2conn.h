@@ -36,12 +36,12 @@ struct al_h2conn_opts {
     int require_peer_id;     /* close unless the peer presented a SPIFFE id */
     const char *verify_host; /* client TLS: name/IP the server cert must match */
     const char *alpn;        /* protocol that must be negotiated; NULL = "h2" */
-    uint32_t max_concurrent_streams;      /* advertised (server) ; 0 = 1000 */
-    uint32_t initial_window;              /* per-stream receive window; 0 = 1 MiB */
-    uint32_t max_header_list;             /* advertised SETTINGS_MAX_HEADER_LIST_SIZE; 0 = 16 KiB */
-    double handshake_timeout_s;           /* 0 = 10 s */
-    double ping_interval_s;               /* > 0: send PING when idle this long */
-    double ping_timeout_s;                /* close when a PING is not answered; 0 = 20 s */
+    uint32_t max_concurrent_streams; /* advertised (server) ; 0 = 1000 */
+    uint32_t initial_window;         /* per-stream receive window; 0 = 1 MiB */
+    uint32_t max_header_list;        /* advertised SETTINGS_MAX_HEADER_LIST_SIZE; 0 = 16 KiB */
+    double handshake_timeout_s;      /* 0 = 10 s */
+    double ping_interval_s;          /* > 0: send PING when idle this long */
+    double ping_timeout_s;           /* close when a PING is not answered; 0 = 20 s */
     /* 1: receive windows open only when the upper layer calls
      * nghttp2_session_consume() for bytes it has passed on (a proxy's end-to-end
      * flow control); 0: nghttp2 reopens them as soon as DATA is received. */

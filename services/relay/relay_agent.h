@@ -56,10 +56,10 @@ struct rl_agents_opts {
     size_t max_head, max_body;          /* 0 = 16 KiB, 4 MiB */
     double header_timeout_s, body_timeout_s, idle_timeout_s; /* 0 = 10, 30, 60 */
     size_t max_connections;                                  /* 0 = 10000 */
-    size_t max_streams; /* per HTTP/2 agent connection; 0 = 1000 */
-    size_t max_sessions;                                     /* 0 = 100000 */
-    double session_idle_s;                                   /* 0 = 3600 */
-    struct al_metrics *metrics;                              /* borrowed; may be NULL */
+    size_t max_streams;         /* per HTTP/2 agent connection; 0 = 1000 */
+    size_t max_sessions;        /* 0 = 100000 */
+    double session_idle_s;      /* 0 = 3600 */
+    struct al_metrics *metrics; /* borrowed; may be NULL */
 };
 
 struct rl_agents;

@@ -5,7 +5,7 @@
  * Patterns. rl_scrub_add() derives every form of a value as a pattern: a
  * byte string plus a parallel case mask (0x20 where the byte is an ASCII
  * letter that may appear in either case, stored in lower case: the letters
- * of hex, of %XX and of \uXXXX escapes; 0 elsewhere, where bytes must match
+ * of hex, of %HH and of \uHHHH escapes; 0 elsewhere, where bytes must match
  * exactly). The forms (identical ones kept once):
  *   raw;  hex;
  *   base64, standard and URL alphabets, value prefixed with 0, 1 or 2 zero
@@ -20,12 +20,12 @@
  *     Python's quote() (unreserved plus '/'), each with space as %20 and as
  *     '+'; and every byte as %XX;
  *   JSON string contents as JSON.stringify / jansson / Python produce them:
- *     '/' raw or "\/", non-ASCII raw or as \uXXXX (ensure_ascii, valid UTF-8
+ *     '/' raw or "\/", non-ASCII raw or as \uHHHH (ensure_ascii, valid UTF-8
  *     only; DEL raw as jansson writes it or \u007f as Python does); as Go's
  *     encoding/json (and Rails) write them by default, < > & as \u003c
  *     \u003e \u0026 and U+2028/2029 as \u2028/\u2029; as .NET's
  *     System.Text.Json writes them by default, < > & ' " + ` as \u00XX (so
- *     a '+' in a token becomes \u002B), DEL and non-ASCII as \uXXXX; and
+ *     a '+' in a token becomes \u002B), DEL and non-ASCII as \uHHHH; and
  *     each of these escaped once more (JSON text carried in a JSON string,
  *     as MCP tool results often are).
  * Every pattern is at least RL_SCRUB_MIN_VALUE bytes long (a value of 8
@@ -268,9 +268,9 @@ static void enc_pct(const struct pb *in, struct pb *out, enum pct_set set, int s
 }
 
 #define JSON_SLASH 0x1u  /* '/' as \/ */
-#define JSON_ASCII 0x2u  /* non-ASCII as \uXXXX (needs valid UTF-8) */
+#define JSON_ASCII 0x2u  /* non-ASCII as \uHHHH (needs valid UTF-8) */
 #define JSON_DEL   0x4u  /* DEL as \u007f too (Python; jansson leaves it raw) */
-#define JSON_HTML  0x8u  /* Go, Rails: < > & and U+2028/2029 as \uXXXX */
+#define JSON_HTML  0x8u  /* Go, Rails: < > & and U+2028/2029 as \uHHHH */
 #define JSON_NET   0x10u /* .NET default encoder: < > & ' " + ` as \u00XX */
 
 static void json_u(struct pb *out, unsigned cp)

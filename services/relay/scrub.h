@@ -13,7 +13,7 @@
  *     digits either case; space also as '+');
  *   - JSON string escaping as JSON.stringify / jansson produce it (\" \\ \b
  *     \f \n \r \t, other control bytes as \u00XX either case, and '/' both
- *     raw and as \/), with non-ASCII as \uXXXX (Python), with < > & as
+ *     raw and as \/), with non-ASCII as \uHHHH (Python), with < > & as
  *     \u00XX (Go, Rails), and as .NET's default encoder writes it (< > & ' "
  *     + ` as \u00XX); each also escaped twice.
  * A match is replaced by RL_SCRUB_MARK. Matching is streaming: a value split
