@@ -86,7 +86,12 @@
 #define IN_CAP         (16 * 1024) /* read buffer; not a request cap */
 #define TLS_STAGE      (16 * 1024) /* one TLS record of plaintext */
 #define LINGER_S       2.0         /* draining after our last byte */
-#define LINGER_CAP     (64 * 1024) /* bytes drained before giving up */
+/* Bytes drained before giving up. A client refused early (413 on its
+ * Content-Length) is usually still sending the body; closing with its bytes
+ * unread makes the kernel answer with a reset, which can destroy our answer
+ * in the client's receive queue before it reads it. Draining is cheap and
+ * LINGER_S bounds how long a connection can be held this way. */
+#define LINGER_CAP     (16 * 1024 * 1024)
 #define CHUNK_LINE_MAX 1024        /* chunk-size line with its extensions */
 #define METHOD_MAX     32
 #define MAX_IOV        5
@@ -1801,7 +1806,7 @@ static void read_ahead(struct rl_h1conn *c)
 
 static void linger_read(struct rl_h1conn *c)
 {
-    uint8_t sink[4096];
+    uint8_t sink[16384];
     ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
 
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
