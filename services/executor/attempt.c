@@ -81,10 +81,41 @@ struct ex_attempt *ex_attempt_find(struct ex *ex, const char *job_id, int32_t at
 
 /* Pending output not yet made into an event (coalesced while a push is in flight). */
 struct pending {
-    int stream; /* 1 stdout, 2 stderr */
+    struct pending *next_spare; /* in ex->spare_pending */
+    int stream;                 /* 1 stdout, 2 stderr */
     size_t len;
     uint8_t buf[CHUNK_MAX];
 };
+
+/* A coalescing buffer: a spare one when there is one (not zeroed: only
+ * buf[0..len) is ever read), else a new one. NULL when out of memory. */
+static struct pending *pending_get(struct ex *ex)
+{
+    struct pending *p = ex->spare_pending;
+    if (p) {
+        ex->spare_pending = p->next_spare;
+        ex->n_spare_pending--;
+    } else if (!(p = malloc(sizeof(*p)))) {
+        return NULL;
+    }
+    p->next_spare = NULL;
+    p->stream = 0;
+    p->len = 0;
+    return p;
+}
+
+static void pending_put(struct ex *ex, struct pending *p)
+{
+    if (!p)
+        return;
+    if (ex->n_spare_pending >= (size_t)(ex->cfg.slots > 0 ? ex->cfg.slots : 1)) {
+        free(p);
+        return;
+    }
+    p->next_spare = ex->spare_pending;
+    ex->spare_pending = p;
+    ex->n_spare_pending++;
+}
 
 static int queue_event(struct ex_attempt *a, Airlock__V1__JobEvent *e)
 {
@@ -524,7 +555,7 @@ static void attempt_free(struct ex_attempt *a)
     if (a->job)
         airlock__v1__job__free_unpacked(a->job, &al_wipe_pb);
     OPENSSL_cleanse(a->token, sizeof(a->token));
-    free(a->pending);
+    pending_put(ex, a->pending);
     free(a);
     ex_maybe_drained(ex);
 }
@@ -648,7 +679,7 @@ void ex_attempt_assign(struct ex *ex, const Airlock__V1__LeaseAssignment *as)
     }
     a = calloc(1, sizeof(*a));
     if (a)
-        a->pending = calloc(1, sizeof(struct pending));
+        a->pending = pending_get(ex);
     if (!a || !a->pending || !(a->job = copy_msg(&as->job->base, &airlock__v1__job__descriptor)) ||
         (as->grant &&
          !(a->grant = copy_msg(&as->grant->base, &airlock__v1__signed_grant__descriptor)))) {
@@ -657,7 +688,7 @@ void ex_attempt_assign(struct ex *ex, const Airlock__V1__LeaseAssignment *as)
         if (a) {
             if (a->job)
                 airlock__v1__job__free_unpacked(a->job, &al_wipe_pb);
-            free(a->pending);
+            pending_put(ex, a->pending);
         }
         free(a);
         return;
@@ -711,4 +742,10 @@ void ex_attempts_free_all(struct ex *ex)
         a->run = NULL;
         attempt_free(a); /* cancels its calls: no callback runs later */
     }
+    while (ex->spare_pending) {
+        struct pending *p = ex->spare_pending;
+        ex->spare_pending = p->next_spare;
+        free(p);
+    }
+    ex->n_spare_pending = 0;
 }

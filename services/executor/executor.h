@@ -124,6 +124,10 @@ struct ex {
 
     struct ex_attempt *attempts;
     size_t n_attempts;
+    /* attempt.c: output coalescing buffers of ended attempts, kept for the
+     * next ones (at most `slots`): 64 KiB each, not allocated per attempt */
+    void *spare_pending;
+    size_t n_spare_pending;
     int draining;    /* 1 draining, 2 drained */
     int drain_phase; /* 0 jobs may finish, 1 handed back, reports pending */
     ev_timer drain_w;

@@ -10,11 +10,12 @@
  * policy). ExecSpec.timeout_ms lowers the wall-time limit.
  *
  * Workspaces: a job without a session gets a fresh workspace (a size-limited
- * tmpfs) destroyed when it ends. A session's workspace is keyed by (principal,
- * session) — hashed, so principals never share one — kept across the
- * session's jobs and removed after sandbox.session_idle without a job. A job
- * for a session this executor has expired reports workspace_reset (intake
- * reports the case where the session moved between executors).
+ * tmpfs made inside its sandbox, sb_request.workspace = NULL) that ends with
+ * it. A session's workspace is keyed by (principal, session) — hashed, so
+ * principals never share one — kept across the session's jobs and removed
+ * after sandbox.session_idle without a job. A job for a session this
+ * executor has expired reports workspace_reset (intake reports the case where
+ * the session moved between executors).
  *
  * Network: NETWORK_MODE_NONE only (an empty network namespace). Jobs asking
  * for the egress proxy or binding credentials are refused (POLICY_DENIED)
@@ -62,8 +63,8 @@ struct ex_host {
 struct ex_run {
     struct ex_attempt *a;
     struct sb_child *child;
-    struct ex_session *session;  /* session workspace in use, or NULL */
-    struct sb_workspace *own_ws; /* fresh workspace of a session-less job */
+    struct ex_session *session; /* session workspace in use, or NULL (the job's own
+                                   workspace is private to its sandbox) */
     int workspace_reset;
     struct sb_env *env;
 };
@@ -373,7 +374,6 @@ static void run_release(struct ex_run *r)
 
     if (r->session)
         session_put(h, r->session);
-    sb_workspace_destroy(r->own_ws);
     free(r->env);
     free(r);
 }
@@ -454,7 +454,6 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
     struct sb_request req = {0};
     struct sb_callbacks cbs = cbs_tmpl;
     struct ex_run *r;
-    char id[WS_ID_LEN + 1];
     int rc;
 
     *reason = AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_INTERNAL;
@@ -512,13 +511,10 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
         if (rc == 0)
             req.workspace = sb_workspace_path(r->session->ws);
     } else {
-        char att[16];
-        snprintf(att, sizeof(att), "%d", a->attempt);
-        rc = ws_id("job", a->job_id, att, id); /* attempts of a job may overlap here */
-        if (rc == 0)
-            rc = sb_workspace_create(h->sb, id, (int64_t)a->ex->cfg.workspace_size, &r->own_ws);
-        if (rc == 0)
-            req.workspace = sb_workspace_path(r->own_ws);
+        /* made inside the sandbox and gone with it: no host mount */
+        req.workspace = NULL;
+        req.workspace_bytes = (int64_t)a->ex->cfg.workspace_size;
+        rc = 0;
     }
     if (rc < 0) {
         snprintf(why, n, "the workspace could not be prepared");
@@ -527,13 +523,15 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
         run_release(r);
         return rc;
     }
-    rc = sb_request_check(h->sb, &h->cfg, &req, why, n);
-    if (rc == 0) {
-        cbs.user = r;
-        rc = sb_start(a->ex->svc.loop, h->sb, &h->cfg, &req, &cbs, &r->child);
-        if (rc < 0 && !why[0])
-            snprintf(why, n, "the sandbox could not be started: %s", al_strerror(rc));
-    }
+    /* the plan is built once, by sb_start(); only a refusal is checked again
+     * for its message */
+    cbs.user = r;
+    rc = sb_start(a->ex->svc.loop, h->sb, &h->cfg, &req, &cbs, &r->child);
+    if ((rc == AL_ERR_INVAL || rc == AL_ERR_CONFIG) &&
+        sb_request_check(h->sb, &h->cfg, &req, why, n) == 0)
+        why[0] = '\0'; /* refused for another reason than the request */
+    if (rc < 0 && !why[0])
+        snprintf(why, n, "the sandbox could not be started: %s", al_strerror(rc));
     if (rc < 0) {
         *reason = rc == AL_ERR_CONFIG  ? AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_POLICY_DENIED
                   : rc == AL_ERR_INVAL ? AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_SANDBOX_SETUP

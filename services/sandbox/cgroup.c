@@ -16,6 +16,9 @@
  * Lifecycle: sb_cg_host_init() (creates parents, removes leftovers) ->
  * per job sb_cg_job_create() -> sb_cg_job_attach(pid) -> ... ->
  * sb_cg_job_stats() -> sb_cg_job_destroy() -> sb_cg_host_cleanup().
+ * Where every controller is v1, job cgroups are pooled instead (see the end
+ * of this file): sb_cg_pool_create() once, then per job sb_cg_job_reuse() ->
+ * attach -> stats -> sb_cg_job_recycle() (or destroy when it cannot be).
  *
  * Files written per job:
  *   v1: memory.limit_in_bytes, memory.memsw.limit_in_bytes (no swap), pids.max,
@@ -23,7 +26,10 @@
  *   v2: memory.max, memory.swap.max = 0, memory.oom.group = 1, pids.max, cpu.max
  * and read at the end: v1 memory.max_usage_in_bytes, memory.failcnt,
  * memory.oom_control (oom_kill), pids.events, cpuacct.usage, cpu.stat;
- * v2 memory.peak, memory.events, pids.events, cpu.stat.
+ * v2 memory.peak, memory.events, pids.events, cpu.stat. A pooled (v1) set
+ * gets its limits written only when they change, and after each job its
+ * cgroup.procs and memory.usage_in_bytes are checked and
+ * memory.max_usage_in_bytes, memory.failcnt and cpuacct.usage reset.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -600,13 +606,15 @@ static int wanted(int k, const struct sb_limit_report *rep, size_t n)
     return 1;
 }
 
+/* The job's directories: every controller in use when rep is NULL (pooled). */
 static int job_dirs(const struct sb_cgroups *cg, const char *name,
                     const struct sb_limit_report *rep, size_t nrep, struct sb_cg_job *job)
 {
     memset(job, 0, sizeof(*job));
+    job->cur_memory = job->cur_pids = job->cur_quota = -2;
     for (int k = 0; k < SB_CTL_N; k++) {
         job->dir_of[k] = -1;
-        if (!cg->version[k] || !wanted(k, rep, nrep))
+        if (!cg->version[k] || (rep && !wanted(k, rep, nrep)))
             continue;
         char d[PATH_MAX];
         if (path2(d, sizeof(d), cg->parent[k], name) < 0)
@@ -660,19 +668,29 @@ static int set_limits(const struct sb_cg_job *job, const struct sb_limits *l,
     return rc;
 }
 
+static int make_dirs(struct sb_cg_job *job, char *msg, size_t msglen)
+{
+    for (int i = 0; i < job->n; i++) {
+        if (mkdir(job->dir[i], 0755) < 0) {
+            int rc = -errno;
+            snprintf(msg, msglen, "creating the job cgroup: %s", strerror(errno));
+            job->n = i; /* only the ones created are removed */
+            return rc;
+        }
+    }
+    return 0;
+}
+
 int sb_cg_job_create(const struct sb_cgroups *cg, const char *name, const struct sb_limits *l,
                      const struct sb_limit_report *rep, size_t nrep, struct sb_cg_job *job,
                      char *msg, size_t msglen)
 {
     int rc = job_dirs(cg, name, rep, nrep, job);
     const char *file = "";
-    for (int i = 0; i < job->n && rc == 0; i++) {
-        if (mkdir(job->dir[i], 0755) < 0) {
-            rc = -errno;
-            snprintf(msg, msglen, "creating the job cgroup: %s", strerror(errno));
-            job->n = i; /* only the ones created are removed */
-        }
-    }
+    if (rc < 0)
+        snprintf(msg, msglen, "job cgroup path too long");
+    else
+        rc = make_dirs(job, msg, msglen);
     if (rc == 0 && (rc = set_limits(job, l, rep, nrep, &file)) < 0)
         snprintf(msg, msglen, "writing cgroup %s: %s", file, strerror(-rc));
     if (rc < 0)
@@ -709,7 +727,17 @@ int64_t sb_cg_job_cpu_ns(const struct sb_cg_job *job)
     return us < 0 ? -1 : us * 1000;
 }
 
-void sb_cg_job_stats(const struct sb_cg_job *job, struct sb_cg_stats *s)
+/* A cumulative counter since the job's start: the base moves to the value. */
+static int64_t since(int64_t v, int64_t *base)
+{
+    if (v < 0)
+        return v;
+    int64_t d = v >= *base ? v - *base : v;
+    *base = v;
+    return d;
+}
+
+void sb_cg_job_stats(struct sb_cg_job *job, struct sb_cg_stats *s)
 {
     int m = job->dir_of[SB_CTL_MEMORY], p = job->dir_of[SB_CTL_PIDS];
     int c = job->dir_of[SB_CTL_CPU];
@@ -718,7 +746,8 @@ void sb_cg_job_stats(const struct sb_cg_job *job, struct sb_cg_stats *s)
     if (m >= 0 && job->version[SB_CTL_MEMORY] == 1) {
         s->mem_peak = read_int(job->dir[m], "memory.max_usage_in_bytes");
         s->mem_limit_hits = read_int(job->dir[m], "memory.failcnt");
-        s->oom_kills = read_keyed(job->dir[m], "memory.oom_control", "oom_kill");
+        s->oom_kills =
+            since(read_keyed(job->dir[m], "memory.oom_control", "oom_kill"), &job->base_oom_kills);
     } else if (m >= 0) {
         s->mem_peak = read_int(job->dir[m], "memory.peak");
         s->mem_limit_hits = read_keyed(job->dir[m], "memory.events", "max");
@@ -726,9 +755,11 @@ void sb_cg_job_stats(const struct sb_cg_job *job, struct sb_cg_stats *s)
         s->oom_kills = read_keyed(job->dir[m], "memory.events", "oom_kill");
     }
     if (p >= 0)
-        s->pids_max_events = read_keyed(job->dir[p], "pids.events", "max");
+        s->pids_max_events =
+            since(read_keyed(job->dir[p], "pids.events", "max"), &job->base_pids_max);
     if (c >= 0)
-        s->cpu_throttled = read_keyed(job->dir[c], "cpu.stat", "nr_throttled");
+        s->cpu_throttled =
+            since(read_keyed(job->dir[c], "cpu.stat", "nr_throttled"), &job->base_throttled);
 }
 
 int sb_cg_job_destroy(struct sb_cg_job *job)
@@ -742,4 +773,118 @@ int sb_cg_job_destroy(struct sb_cg_job *job)
             job->dir[i][0] = '\0';
     }
     return first;
+}
+
+/* ---------------------------------------------------------------------------
+ * Pooled job cgroups (v1)
+ *
+ * Creating and removing a v1 memory cgroup per job costs more than the rest
+ * of the job's cgroup work together (per-CPU state, kernfs nodes, RCU
+ * grace periods on removal). A pooled cgroup is created once with every
+ * controller in use; per job its limits are written (unset = unlimited),
+ * and after the job, if it is empty and (nearly) uncharged, its peak,
+ * failure and CPU counters are reset (memory.max_usage_in_bytes,
+ * memory.failcnt, cpuacct.usage) for the next one. Counters that cannot be
+ * reset (oom_kill, pids.events max, cpu.stat nr_throttled) are reported as
+ * deltas (sb_cg_job_stats).
+ * ------------------------------------------------------------------------- */
+
+int sb_cg_poolable(const struct sb_cgroups *cg)
+{
+    int any = 0;
+    for (int k = 0; k < SB_CTL_N; k++) {
+        if (cg->version[k] == 2)
+            return 0;
+        any |= cg->version[k] == 1;
+    }
+    return any;
+}
+
+int sb_cg_pool_create(const struct sb_cgroups *cg, const char *name, struct sb_cg_job *job,
+                      char *msg, size_t msglen)
+{
+    int rc = job_dirs(cg, name, NULL, 0, job);
+    if (rc < 0) {
+        snprintf(msg, msglen, "job cgroup path too long");
+        return rc;
+    }
+    job->pooled = 1;
+    if ((rc = make_dirs(job, msg, msglen)) == 0 && job->dir_of[SB_CTL_CPU] >= 0 &&
+        (rc = write_text(job->dir[job->dir_of[SB_CTL_CPU]], "cpu.cfs_period_us", "100000")) < 0)
+        snprintf(msg, msglen, "writing cgroup cpu.cfs_period_us: %s", strerror(-rc));
+    if (rc < 0)
+        sb_cg_job_destroy(job);
+    return rc;
+}
+
+/* memory.limit_in_bytes and memory.memsw.limit_in_bytes (which must never be
+ * below the former): memsw opened up first, then both set. */
+static int reuse_memory(struct sb_cg_job *job, int64_t bytes, const char **file)
+{
+    const char *d = job->dir[job->dir_of[SB_CTL_MEMORY]];
+    char v[32];
+    snprintf(v, sizeof(v), "%lld", (long long)bytes);
+    int rc = write_text(d, *file = "memory.memsw.limit_in_bytes", "-1");
+    int memsw = rc != -ENOENT; /* no swap accounting on this kernel */
+    if (rc < 0 && memsw)
+        return rc;
+    if ((rc = write_text(d, *file = "memory.limit_in_bytes", v)) < 0)
+        return rc;
+    if (memsw && bytes >= 0 && (rc = write_text(d, *file = "memory.memsw.limit_in_bytes", v)) < 0)
+        return rc;
+    job->cur_memory = bytes;
+    return 0;
+}
+
+int sb_cg_job_reuse(struct sb_cg_job *job, const struct sb_limits *l,
+                    const struct sb_limit_report *rep, size_t nrep, char *msg, size_t msglen)
+{
+    const char *file = "";
+    int rc = 0;
+    int64_t mem = find(rep, nrep, SB_LIMIT_MEMORY, 1) ? l->memory_bytes : -1;
+    int64_t pids = find(rep, nrep, SB_LIMIT_PIDS, 1) ? l->pids + 1 : -1;
+    int64_t quota = -1;
+    if (find(rep, nrep, SB_LIMIT_CPU_BANDWIDTH, 1))
+        quota = l->cpu_millicores * 100 < 1000 ? 1000 : l->cpu_millicores * 100;
+    if (job->dir_of[SB_CTL_MEMORY] >= 0 && mem != job->cur_memory)
+        rc = reuse_memory(job, mem, &file);
+    if (rc == 0 && job->dir_of[SB_CTL_PIDS] >= 0 && pids != job->cur_pids) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)pids);
+        rc =
+            write_text(job->dir[job->dir_of[SB_CTL_PIDS]], file = "pids.max", pids < 0 ? "max" : v);
+        if (rc == 0)
+            job->cur_pids = pids;
+    }
+    if (rc == 0 && job->dir_of[SB_CTL_CPU] >= 0 && quota != job->cur_quota) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)quota);
+        rc = write_text(job->dir[job->dir_of[SB_CTL_CPU]], file = "cpu.cfs_quota_us", v);
+        if (rc == 0)
+            job->cur_quota = quota;
+    }
+    if (rc < 0)
+        snprintf(msg, msglen, "writing cgroup %s: %s", file, strerror(-rc));
+    return rc;
+}
+
+int sb_cg_job_recycle(struct sb_cg_job *job)
+{
+    char buf[64];
+    int m = job->dir_of[SB_CTL_MEMORY], a = job->dir_of[SB_CTL_CPUACCT];
+    if (!job->pooled)
+        return 0;
+    for (int i = 0; i < job->n; i++)
+        if (read_small(job->dir[i], "cgroup.procs", buf, sizeof(buf)) != 0)
+            return 0; /* a process (or an unreadable file) */
+    if (m >= 0) {
+        int64_t used = read_int(job->dir[m], "memory.usage_in_bytes");
+        if (used < 0 || used > SB_CG_REUSE_MAX_BYTES ||
+            write_text(job->dir[m], "memory.max_usage_in_bytes", "0") < 0 ||
+            write_text(job->dir[m], "memory.failcnt", "0") < 0)
+            return 0;
+    }
+    if (a >= 0 && write_text(job->dir[a], "cpuacct.usage", "0") < 0)
+        return 0;
+    return 1;
 }

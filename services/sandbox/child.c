@@ -428,13 +428,8 @@ static void finish(struct sb_child *c)
     ev_timer_stop(c->loop, &c->t_cpu);
     ev_timer_stop(c->loop, &c->t_drain);
     ev_timer_stop(c->loop, &c->t_later);
-    if (c->have_cg) {
+    if (c->have_cg)
         sb_cg_job_stats(&c->cg, &o.cg);
-        if (sb_cg_job_destroy(&c->cg) < 0)
-            sb_host_defer_cgroups(h, &c->cg);
-    }
-    if (h->n_stale)
-        sb_host_retry_cgroups(h);
     o.kind = c->kind;
     o.kill_reason = c->kill_reason;
     o.setup_failed = c->setup_failed;
@@ -458,6 +453,11 @@ static void finish(struct sb_child *c)
                  (int)c->pid, sb_failure_name(r.failure), (long long)r.wall_time_ms,
                  (long long)r.cpu_time_ms);
     c->cb.on_exit(c, &r, c->cb.user);
+    /* after the report: every process is gone, the cgroups are only ours */
+    if (c->have_cg)
+        sb_host_release_cgroups(h, &c->cg);
+    if (h->n_stale)
+        sb_host_retry_cgroups(h);
     if (c->dec_ready)
         sb_frame_dec_cleanup(&c->dec);
     al_arena_cleanup(&c->arena);

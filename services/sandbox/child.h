@@ -76,4 +76,27 @@ void sb_child_kill(struct sb_child *c, int reason);
  * or is killed by the caller). */
 int sb_spawn(struct sb_child *c, char *detail, size_t n);
 
+/* spawn.c, in the spawner: raw clone of a sandbox init with every
+ * namespace, a pidfd, exit signal 0 and CLONE_PARENT (the spawner's parent,
+ * the sandbox's caller, becomes init's parent). Returns the pid, 0 in the
+ * child, -1 with errno. */
+long sb_clone_init(int *pidfd);
+
+/* spawn.c: the sandbox's init, following plan p (child side; never returns). */
+void sb_init_main(const struct sb_plan *p) __attribute__((noreturn));
+
+/* spawner.c: maps the areas and forks the spawner (from sb_host_new(),
+ * before the caller's loop grows). 0 or -errno; on failure nothing is left. */
+int sb_spawner_start(struct sb_spawner *sp);
+
+/* spawner.c: ends and reaps the spawner, unmaps the areas. Idempotent. */
+void sb_spawner_stop(struct sb_spawner *sp);
+
+/* spawner.c: has the spawner clone an init for plan p with the child's pipe
+ * ends fds (stdin read, stdout write, stderr write, status write, go read;
+ * borrowed). The spawner is replaced once if it died or hung. Returns init's
+ * pid (a child of this process) and sets *pidfd, or < 0 with detail set. */
+long sb_spawner_clone(struct sb_spawner *sp, const struct sb_plan *p, const int fds[5], int *pidfd,
+                      char *detail, size_t n);
+
 #endif

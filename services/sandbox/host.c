@@ -2,14 +2,16 @@
  * host: probes this machine once per process and holds what every sandbox
  * shares: the id mapping, the run directory (mount point of the sandbox
  * roots, workspaces), the parent cgroups and the mechanisms they give, the
- * compiled seccomp filter, the resolved default image and the stack the
- * sandbox's init clones the command on.
+ * compiled seccomp filter, the resolved default image, the stack the
+ * sandbox's init clones the command on, the spawner that clones the inits
+ * and the pool of free job cgroups (cgroup v1).
  *
  * Startup checklist (sb_host_new): options -> root -> SIGPIPE ignored ->
  * kernel features (user/pid/mount/net/ipc/uts namespaces and a pidfd through
  * a probe clone; mount_setattr, openat2, close_range) -> run directory ->
  * cgroups (parents, leftovers) -> leftover workspaces -> seccomp -> image ->
- * clone stack.
+ * clone stack -> the spawner (spawner.c), forked last so that it holds all of
+ * the above at the same addresses.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +30,7 @@
 
 #include "al_err.h"
 #include "al_log.h"
-#include "host.h"
+#include "child.h"
 
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
@@ -199,6 +201,7 @@ static int setup_cgroups(struct sb_host *h, const struct sb_host_options *o, cha
     h->caps.pids = mech_of(h->cg.version[SB_CTL_PIDS]);
     h->caps.cpu = mech_of(h->cg.version[SB_CTL_CPU]);
     h->caps.cpuacct = mech_of(h->cg.version[SB_CTL_CPUACCT]);
+    h->cg_pooling = sb_cg_poolable(&h->cg);
     if (!h->caps.memory)
         AL_LOG_WARN("sandbox.host", "name=%s memory_cgroup=none degraded=%d%s", h->name,
                     h->degraded, h->degraded ? "" : " (jobs with a memory limit are refused)");
@@ -263,6 +266,9 @@ static int prepare(struct sb_host *h, const struct sb_host_options *o, char *err
         return rc;
     if ((rc = alloc_stack(h)) < 0)
         return fail(err, errlen, rc, "allocating the clone stack: %s", strerror(-rc));
+    /* last: the spawner is a copy of this process as it is now */
+    if ((rc = sb_spawner_start(&h->spawner)) < 0)
+        return fail(err, errlen, rc, "starting the sandbox spawner: %s", strerror(-rc));
     return 0;
 }
 
@@ -274,6 +280,7 @@ int sb_host_new(const struct sb_host_options *opts, struct sb_host **out, char *
     if (!h)
         return fail(err, errlen, AL_ERR_NOMEM, "out of memory");
     al_arena_init(&h->arena, 0);
+    h->spawner.sock = -1;
     int rc = prepare(h, opts, err, errlen);
     if (rc < 0) {
         sb_host_free(h);
@@ -309,12 +316,65 @@ void sb_host_retry_cgroups(struct sb_host *h)
     h->n_stale = k;
 }
 
+int sb_host_job_cgroups(struct sb_host *h, const char *name, const struct sb_limits *l,
+                        const struct sb_limit_report *rep, size_t nrep, struct sb_cg_job *job,
+                        char *msg, size_t msglen)
+{
+    if (!h->cg_pooling)
+        return sb_cg_job_create(&h->cg, name, l, rep, nrep, job, msg, msglen);
+    int rc = 0;
+    /* a free set whose limits cannot be rewritten is dropped, and a new set
+     * tried once */
+    for (int fresh = h->n_cg_pool == 0;; fresh = 1) {
+        if (!fresh) {
+            *job = h->cg_pool[--h->n_cg_pool];
+        } else {
+            char pname[32];
+            snprintf(pname, sizeof(pname), "pool-%llu", (unsigned long long)++h->cg_pool_seq);
+            if ((rc = sb_cg_pool_create(&h->cg, pname, job, msg, msglen)) < 0)
+                return rc;
+        }
+        if ((rc = sb_cg_job_reuse(job, l, rep, nrep, msg, msglen)) == 0)
+            return 0;
+        if (sb_cg_job_destroy(job) < 0)
+            sb_host_defer_cgroups(h, job);
+        memset(job, 0, sizeof(*job));
+        if (fresh)
+            return rc;
+    }
+}
+
+void sb_host_release_cgroups(struct sb_host *h, struct sb_cg_job *job)
+{
+    if (job->pooled && h->n_cg_pool < SB_CG_POOL_MAX && sb_cg_job_recycle(job)) {
+        if (h->n_cg_pool == h->cap_cg_pool) {
+            size_t cap = h->cap_cg_pool ? 2 * h->cap_cg_pool : 4;
+            struct sb_cg_job *p = realloc(h->cg_pool, cap * sizeof(*p));
+            if (p) {
+                h->cg_pool = p;
+                h->cap_cg_pool = cap;
+            }
+        }
+        if (h->n_cg_pool < h->cap_cg_pool) {
+            h->cg_pool[h->n_cg_pool++] = *job;
+            return;
+        }
+    }
+    if (sb_cg_job_destroy(job) < 0)
+        sb_host_defer_cgroups(h, job);
+}
+
 void sb_host_free(struct sb_host *h)
 {
     if (!h)
         return;
     if (h->children > 0)
         AL_LOG_ERROR("sandbox.host", "action=free children=%d (freed before on_exit)", h->children);
+    sb_spawner_stop(&h->spawner);
+    for (size_t i = 0; i < h->n_cg_pool; i++)
+        if (sb_cg_job_destroy(&h->cg_pool[i]) < 0)
+            sb_host_defer_cgroups(h, &h->cg_pool[i]);
+    free(h->cg_pool);
     sb_host_retry_cgroups(h);
     for (size_t i = 0; i < h->n_stale; i++)
         AL_LOG_WARN("sandbox.cgroup", "action=remove error=busy dir=%s", h->stale[i].dir[0]);

@@ -49,7 +49,6 @@ struct cli {
     size_t input_len;
     struct ev_loop *loop;
     struct sb_host *host;
-    struct sb_workspace *ws;
     struct sb_child *child;
     struct timespec t_start;
     FILE *timings;
@@ -66,8 +65,9 @@ static void usage(FILE *f)
           "job:\n"
           "  --workspace DIR        host directory mounted at /workspace (writable by the\n"
           "                         sandbox's host uid, see --probe; parents o+x)\n"
-          "  --workspace-size N     without --workspace: a fresh tmpfs workspace of N bytes\n"
-          "                         (default 64M), removed at the end\n"
+          "  --workspace-size N     without --workspace: each run gets a private tmpfs\n"
+          "                         workspace of N bytes (default 64M) made inside the\n"
+          "                         sandbox, gone when the run ends\n"
           "  --env K=V              environment variable (repeatable)\n"
           "  --cwd DIR              working directory (relative to /workspace)\n"
           "  --stdin FILE           the command's stdin (\"-\" = ours); default empty\n"
@@ -640,15 +640,8 @@ static int setup(struct cli *c, char *name, size_t name_len)
     }
     c->req.input = c->input;
     c->req.input_len = c->input_len;
-    if (!c->workspace) {
-        rc = sb_workspace_create(c->host, c->ho.name, c->workspace_bytes, &c->ws);
-        if (rc < 0) {
-            fprintf(stderr, "airlock-sandbox: creating a workspace: %s\n", al_strerror(rc));
-            return rc;
-        }
-        c->workspace = sb_workspace_path(c->ws);
-    }
-    c->req.workspace = c->workspace;
+    c->req.workspace = c->workspace; /* NULL: a private one inside each sandbox */
+    c->req.workspace_bytes = c->workspace_bytes;
     if (c->timings_file && !(c->timings = fopen(c->timings_file, "we"))) {
         fprintf(stderr, "airlock-sandbox: %s: %s\n", c->timings_file, strerror(errno));
         return -errno;
@@ -696,7 +689,6 @@ int main(int argc, char **argv)
     }
     if (c.timings)
         fclose(c.timings);
-    sb_workspace_destroy(c.ws);
     sb_host_free(c.host);
     free(c.input);
     for (size_t i = 0; i < c.cfg.n_binds; i++)

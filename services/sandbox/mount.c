@@ -15,7 +15,8 @@
  *   /dev: null zero full random urandom (tty if the host has it) bound from
  *     the host, fd/stdin/stdout/stderr links, a private devpts with ptmx,
  *     /dev/shm tmpfs
- *   /tmp tmpfs, /workspace (the host workspace, read-write, nosuid, nodev)
+ *   /tmp tmpfs, /workspace (the host workspace, read-write, nosuid, nodev; or
+ *   a private tmpfs owned by the job's user when the request names none)
  *   /proc: a fresh proc of the sandbox's pid namespace, /proc/sys read-only
  *   pivot_root into the tmpfs, detach the old root, make the root read-only
  *
@@ -366,6 +367,18 @@ static char *tmpfs_opts(struct al_arena *a, int64_t bytes, const char *mode)
     return al_arena_strndup(a, buf, strlen(buf));
 }
 
+/* A private workspace: as sb_workspace_create() makes them, but mounted by
+ * the sandbox's init, whose user namespace maps uid/gid to the same host
+ * ids as a host workspace's owner. */
+static char *workspace_opts(struct al_arena *a, int64_t bytes, uint32_t uid, uint32_t gid)
+{
+    char buf[160];
+    int64_t inodes = bytes / 4096 < 1024 ? 1024 : bytes / 4096;
+    snprintf(buf, sizeof(buf), "size=%lld,nr_inodes=%lld,mode=0700,uid=%u,gid=%u", (long long)bytes,
+             (long long)inodes, uid, gid);
+    return al_arena_strndup(a, buf, strlen(buf));
+}
+
 static int dev_tree(struct builder *b, int64_t shm_bytes)
 {
     static const char *const links[][2] = {{"/proc/self/fd", "dev/fd"},
@@ -400,10 +413,12 @@ static int dev_tree(struct builder *b, int64_t shm_bytes)
     return rc;
 }
 
-static int runtime_mounts(struct builder *b, const char *workspace, int64_t tmp_bytes)
+static int runtime_mounts(struct builder *b, const struct sb_request *req, uint32_t uid,
+                          uint32_t gid, int64_t tmp_bytes)
 {
     char *o = tmpfs_opts(b->a, tmp_bytes, "1777");
-    if (!o)
+    char *w = req->workspace ? NULL : workspace_opts(b->a, req->workspace_bytes, uid, gid);
+    if (!o || (!req->workspace && !w))
         return AL_ERR_NOMEM;
     int rc = op(b, SB_MNT_DIR, NULL, "tmp", 0);
     if (rc == 0)
@@ -411,7 +426,8 @@ static int runtime_mounts(struct builder *b, const char *workspace, int64_t tmp_
     if (rc == 0)
         rc = op(b, SB_MNT_DIR, NULL, "workspace", 0);
     if (rc == 0)
-        rc = op(b, SB_MNT_BIND_RW, workspace, "workspace", 0);
+        rc = req->workspace ? op(b, SB_MNT_BIND_RW, req->workspace, "workspace", 0)
+                            : op(b, SB_MNT_TMPFS, w, "workspace", 0);
     if (rc == 0)
         rc = op(b, SB_MNT_DIR, NULL, "proc", 0);
     if (rc == 0)
@@ -503,7 +519,7 @@ int sb_mount_plan(struct al_arena *a, const struct sb_image *default_image,
     if (rc == 0)
         rc = dev_tree(&b, tmpfs_size(cfg->shm_bytes, &req->limits));
     if (rc == 0)
-        rc = runtime_mounts(&b, req->workspace, tmpfs_size(cfg->tmp_bytes, &req->limits));
+        rc = runtime_mounts(&b, req, uid, gid, tmpfs_size(cfg->tmp_bytes, &req->limits));
     p->mnt = b.ops;
     p->n_mnt = b.n;
     return rc;

@@ -18,12 +18,20 @@
  *
  * Process tree:
  *   caller (this library, on its libev loop)
+ *     |- sb-spawner: forked by sb_host_new(), clones every init on the
+ *     |  caller's behalf (CLONE_PARENT: each init is the caller's child), so
+ *     |  an init's memory is a copy of this small process, not of the caller
+ *     |  as it grew (spawner.c says why)
  *     `- sandbox init: pid 1 of the new pid namespace. Sets everything up,
  *        then either starts the command and reaps orphans until the command
  *        exits (EXEC), or performs the file operation itself (READ_FILE,
  *        WRITE_FILE, LIST_DIR: same isolation, no exec).
  *          `- the command
  *   When init exits, the kernel kills whatever is left in the sandbox.
+ *
+ * Job cgroups: where every controller is cgroup v1 they are pooled (created
+ * once, limits rewritten per job, reused only when empty; cgroup.c), else
+ * made and removed per job.
  *
  * Limits (struct sb_limits) are enforced by the best mechanism the host has:
  * memory and pids by cgroup v2 where delegated, else cgroup v1, else rlimits
@@ -36,14 +44,17 @@
  *
  * Lifecycle:
  *   sb_host_new() once per process
- *     -> sb_workspace_create() per session (or any host directory)
+ *     -> sb_workspace_create() per session (or any host directory; a job
+ *        may also have a private workspace made inside its sandbox)
  *     -> sb_start() per job ... on_output* ... on_exit (exactly once)
  *     -> sb_workspace_destroy()
- *   -> sb_host_free() once every child has reported on_exit.
+ *   -> sb_host_free() once every child has reported on_exit (not from
+ *      inside an on_exit callback).
  *
  * Threading: one libev loop, one thread. The sandbox is killed when the
- * thread that called sb_start() exits (PR_SET_PDEATHSIG), so that thread must
- * live as long as the job. The process must run as root (it maps user ids and
+ * thread that called sb_host_new() exits (PR_SET_PDEATHSIG: it is the parent
+ * of the spawner and of every init), so that thread must live as long as the
+ * jobs; sb_start() is called on the same thread. The process must run as root (it maps user ids and
  * creates cgroups); SIGPIPE is set to SIG_IGN by sb_host_new() if it was
  * SIG_DFL (writing a job's stdin must not kill the caller).
  *
@@ -184,8 +195,10 @@ struct sb_host;
  * cgroups (enabling controllers on the way for v2; if our own cgroup holds
  * this process, the process moves to <own>/supervisor first, as v2 requires),
  * removes leftover job cgroups and workspaces of an earlier run of the same
- * name, builds the seccomp filter and resolves the default image. opts is
- * copied.
+ * name, builds the seccomp filter, resolves the default image and, last,
+ * forks the spawner (a child process named sb-spawner; call this early,
+ * before the process holds much memory or any secret it need not share with
+ * every sandbox's init). opts is copied.
  * Returns 0, AL_ERR_INVAL (bad option), AL_ERR_CONFIG (the host cannot
  * sandbox as asked: no user namespaces, old kernel, not root, required cgroup
  * controller missing in strict mode), AL_ERR_NOMEM or -errno; on failure a
@@ -193,8 +206,9 @@ struct sb_host;
  */
 int sb_host_new(const struct sb_host_options *opts, struct sb_host **out, char *err, size_t errlen);
 
-/* Removes the parent cgroups (when empty) and the run directory's mount
- * point. Every child must have reported on_exit before. NULL-safe. */
+/* Ends and reaps the spawner, removes the pooled job cgroups, the parent
+ * cgroups (when empty) and the run directory's mount point. Every child must
+ * have reported on_exit before. NULL-safe. */
 void sb_host_free(struct sb_host *h);
 
 /* The mechanism that enforces limit `kind` on this host (the primary one
@@ -257,7 +271,10 @@ struct sb_bind {
 /* Called in the sandbox child after the loopback interface is up and before
  * the filesystem is built (room for the egress proxy's plumbing). Runs as
  * root of the sandbox's user namespace with all its capabilities; must only
- * make async-signal-safe calls. Returns 0 or -errno (the job then fails with
+ * make async-signal-safe calls. The child is cloned from the host's spawner,
+ * a copy of this process as it was when sb_host_new() returned: `arg` must
+ * point to memory that existed then and has not changed since (or carry no
+ * pointer at all). Returns 0 or -errno (the job then fails with
  * SANDBOX_SETUP at step "network hook"). */
 struct sb_net_hook {
     int (*setup)(void *arg);
@@ -334,10 +351,16 @@ struct sb_request {
     size_t input_len;
     struct sb_file_op file; /* READ_FILE, WRITE_FILE, LIST_DIR */
     struct sb_limits limits;
-    /* Host directory mounted read-write at /workspace (required): an
+    /* Host directory mounted read-write at /workspace: an
      * sb_workspace_path(), or any directory writable by the job's host uid
-     * whose parents are searchable by others. */
+     * whose parents are searchable by others. NULL: the job gets a private
+     * workspace instead, a fresh tmpfs of workspace_bytes (>= 64 KiB) made
+     * inside the sandbox (mode 0700, owned by the job's user, nosuid,
+     * nodev; its pages count toward the job's memory) that ends with it --
+     * no host mount or directory at all, the cheap choice for a job whose
+     * files nobody keeps. */
     const char *workspace;
+    int64_t workspace_bytes;
     /* Job id for cgroup names and logs, 1-64 characters of [A-Za-z0-9._-];
      * NULL = a counter. Must be unique among this host's running jobs. */
     const char *id;

@@ -26,15 +26,16 @@
 #include "al_arena.h"
 #include "sandbox.h"
 
-#define SB_CHUNK_MAX        65536      /* largest output chunk delivered */
-#define SB_READ_DEFAULT_MAX (16 << 20) /* READ_FILE without max_bytes or output limit */
-#define SB_LIST_DEFAULT_MAX 1000
-#define SB_LIST_HARD_MAX    100000
-#define SB_DEFAULT_TMPFS    (64 << 20)
-#define SB_ROOT_TMPFS_OPTS  "size=1m,nr_inodes=4096,mode=0755"
-#define SB_DEFAULT_PATH     "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
-#define SB_WORKSPACE        "/workspace"
-#define SB_EXIT_SETUP       125 /* init's exit status after reporting a setup failure */
+#define SB_CHUNK_MAX           65536      /* largest output chunk delivered */
+#define SB_READ_DEFAULT_MAX    (16 << 20) /* READ_FILE without max_bytes or output limit */
+#define SB_LIST_DEFAULT_MAX    1000
+#define SB_LIST_HARD_MAX       100000
+#define SB_DEFAULT_TMPFS       (64 << 20)
+#define SB_ROOT_TMPFS_OPTS     "size=1m,nr_inodes=4096,mode=0755"
+#define SB_DEFAULT_PATH        "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+#define SB_WORKSPACE           "/workspace"
+#define SB_WORKSPACE_MIN_BYTES (64 << 10)
+#define SB_EXIT_SETUP          125 /* init's exit status after reporting a setup failure */
 
 /* ---------------------------------------------------------------------------
  * Steps the child reports (status records carry the step and errno)
@@ -192,7 +193,8 @@ struct sb_rl {
 
 struct sb_plan {
     enum sb_kind kind;
-    /* fds as numbered in the parent; the child moves them to 0, 1, 2, 3, 4 */
+    /* fds as numbered in the spawner (it sets them); the child moves them to
+     * 0, 1, 2, 3, 4 */
     int fd_in, fd_out, fd_err, fd_status, fd_sync;
     uint32_t uid, gid;
     int cap_last;
@@ -218,6 +220,24 @@ struct sb_plan {
     const char *path;    /* READ_FILE / LIST_DIR: absolute inside path */
     const char *ws_path; /* WRITE_FILE: path relative to /workspace */
     struct sb_file_op file;
+};
+
+/* spawner.c: copies plan p and everything it points to into dst (cap
+ * bytes) as one block whose pointers assume the block lives at address
+ * `base` (the spawner's private copy; base = dst gives a usable copy in
+ * place). Pointers into the host (seccomp filter, clone stack) are kept:
+ * the spawner, forked by sb_host_new(), has them at the same addresses.
+ * file.path is cleared (the child uses path and ws_path). Sets *len to the bytes used.
+ * Returns 0 or AL_ERR_TOOBIG. */
+int sb_plan_flatten(const struct sb_plan *p, void *dst, size_t cap, uintptr_t base, size_t *len);
+
+/* The process that clones the sandboxes' inits (spawner.c). */
+struct sb_spawner {
+    pid_t pid;    /* 0 when not running */
+    int sock;     /* our end of the socketpair, -1 when not running */
+    void *shared; /* MAP_SHARED: the caller writes flattened plans here */
+    void *stage;  /* MAP_PRIVATE: the spawner's copy (unused in the caller) */
+    size_t size;  /* of each area */
 };
 
 /* mount.c: builds p->mnt for this job (image: cfg->image resolved now, or
@@ -429,6 +449,13 @@ struct sb_cg_job {
     char dir[SB_CTL_N][PATH_MAX];
     int version[SB_CTL_N]; /* per controller: 0, 1, 2 */
     int dir_of[SB_CTL_N];  /* per controller: index into dir, or -1 */
+    /* pooled (v1): created once, limits rewritten per job, counters reset or
+     * taken as deltas from these bases (what they read after the last job) */
+    int pooled;
+    int64_t base_oom_kills, base_pids_max, base_throttled;
+    /* the limits as last written (pooled; -2 = unknown): unchanged ones are
+     * not written again */
+    int64_t cur_memory, cur_pids, cur_quota;
 };
 
 /* Creates the job's cgroups and writes its limits (memory, pids, cpu
@@ -450,12 +477,35 @@ struct sb_cg_stats {
     int64_t pids_max_events;
     int64_t cpu_throttled;
 };
-void sb_cg_job_stats(const struct sb_cg_job *job, struct sb_cg_stats *s);
+/* Reads the job's counters; on a pooled cgroup the cumulative ones are given
+ * since the job's start and their bases move to the values read. */
+void sb_cg_job_stats(struct sb_cg_job *job, struct sb_cg_stats *s);
 /* CPU usage so far in ns, or -1. */
 int64_t sb_cg_job_cpu_ns(const struct sb_cg_job *job);
 /* Removes the job's cgroups (retrying briefly while the kernel finishes
  * the exits). 0 or -errno of the first that stayed. */
 int sb_cg_job_destroy(struct sb_cg_job *job);
+
+/* Pooled job cgroups: only where every controller in use is v1 (v2's
+ * memory.peak cannot be reset on every kernel; v2 jobs get a fresh cgroup).
+ * A pooled cgroup is reused only when it holds no process and at most
+ * SB_CG_REUSE_MAX_BYTES of memory charges (e.g. kernel objects the previous
+ * job left being freed; a session workspace's pages stay charged to the
+ * cgroup of the job that wrote them, so such a cgroup is removed instead). */
+#define SB_CG_REUSE_MAX_BYTES (1 << 20)
+int sb_cg_poolable(const struct sb_cgroups *cg);
+/* Creates pooled cgroup `name` with every controller in use, no limits. On
+ * failure (-errno) msg names what failed and nothing is left. */
+int sb_cg_pool_create(const struct sb_cgroups *cg, const char *name, struct sb_cg_job *job,
+                      char *msg, size_t msglen);
+/* Writes a job's limits into a pooled cgroup (unset = unlimited; unchanged
+ * ones skipped). On failure (-errno) msg names the file. */
+int sb_cg_job_reuse(struct sb_cg_job *job, const struct sb_limits *l,
+                    const struct sb_limit_report *rep, size_t nrep, char *msg, size_t msglen);
+/* After a job (its stats read): 1 if the pooled cgroup is empty and holds
+ * at most SB_CG_REUSE_MAX_BYTES, with its peak, failure and CPU counters
+ * reset for the next job; 0 if it must be removed instead. */
+int sb_cg_job_recycle(struct sb_cg_job *job);
 
 /* Parsers of cgroup files (pure; unit tested). */
 int64_t sb_cg_keyed(const char *text, const char *key); /* "key value" lines; -1 if absent */

@@ -24,9 +24,12 @@
  *                 with the job's PATH; reap until it exits; report its status.
  *                 File operations: perform them here     (fileops.c)
  *
- * The clone is a raw clone3 (falling back to clone) with exit_signal 0 and
- * CLONE_PIDFD: nothing else in the process reaps it by accident (waitpid(-1)
- * does not see such children), and the loop watches the pidfd.
+ * The clone is made by the host's spawner (spawner.c), a small process forked
+ * at sb_host_new(): a raw clone3 (falling back to clone) with CLONE_PARENT,
+ * exit_signal 0 and CLONE_PIDFD. Init is our child, nothing else in the
+ * process reaps it by accident (waitpid(-1) does not see such children), and
+ * the loop watches the pidfd. Init's memory is a copy of the spawner's, not
+ * of this process's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -168,8 +171,11 @@ static int check_request(const struct sb_request *req, const struct sb_config *c
     struct stat st;
     if (req->kind < SB_EXEC || req->kind > SB_LIST_DIR)
         return msgf(msg, n, AL_ERR_INVAL, "unknown job kind");
-    if (!req->workspace || req->workspace[0] != '/' || stat(req->workspace, &st) < 0 ||
-        !S_ISDIR(st.st_mode))
+    if (!req->workspace && req->workspace_bytes < SB_WORKSPACE_MIN_BYTES)
+        return msgf(msg, n, AL_ERR_INVAL,
+                    "a private workspace needs workspace_bytes of at least 64 KiB");
+    if (req->workspace &&
+        (req->workspace[0] != '/' || stat(req->workspace, &st) < 0 || !S_ISDIR(st.st_mode)))
         return msgf(msg, n, AL_ERR_INVAL, "workspace is not an existing directory");
     if (req->id && !sb_id_ok(req->id))
         return msgf(msg, n, AL_ERR_INVAL, "job id must be 1-64 characters of [A-Za-z0-9._-]");
@@ -291,8 +297,8 @@ int sb_start(struct ev_loop *loop, struct sb_host *h, const struct sb_config *cf
     *out = c;
     if (h->cg.version[SB_CTL_MEMORY] || h->cg.version[SB_CTL_PIDS] || h->cg.version[SB_CTL_CPU] ||
         h->cg.version[SB_CTL_CPUACCT]) {
-        rc = sb_cg_job_create(&h->cg, c->name, &c->limits, c->rep, c->n_rep, &c->cg, msg,
-                              sizeof(msg));
+        rc =
+            sb_host_job_cgroups(h, c->name, &c->limits, c->rep, c->n_rep, &c->cg, msg, sizeof(msg));
         if (rc < 0) {
             sb_child_fail(c, SB_FAIL_SANDBOX_SETUP, msg);
             return 0;
@@ -340,18 +346,18 @@ static int make_pipes(int pipes[5][2])
     return 0;
 }
 
-static void init_main(const struct sb_plan *p) __attribute__((noreturn));
-
-static long clone_sandbox(int *pidfd)
+long sb_clone_init(int *pidfd)
 {
     struct clone_args args;
+    uint64_t flags = NS_FLAGS | CLONE_PIDFD | CLONE_PARENT;
     memset(&args, 0, sizeof(args));
-    args.flags = NS_FLAGS | CLONE_PIDFD;
+    args.flags = flags;
     args.pidfd = (uint64_t)(uintptr_t)pidfd;
-    args.exit_signal = 0; /* no SIGCHLD: only our pidfd watcher reaps it */
+    args.exit_signal = 0; /* no SIGCHLD: only the caller's pidfd watcher reaps it (with
+                             CLONE_PARENT the kernel takes the spawner's exit signal, 0) */
     long pid = syscall(SYS_clone3, &args, sizeof(args));
     if (pid < 0 && errno == ENOSYS) /* e.g. under a seccomp profile without clone3 */
-        pid = syscall(SYS_clone, NS_FLAGS | CLONE_PIDFD, 0, pidfd, 0, 0);
+        pid = syscall(SYS_clone, (long)flags, 0, pidfd, 0, 0);
     return pid;
 }
 
@@ -387,19 +393,13 @@ int sb_spawn(struct sb_child *c, char *detail, size_t n)
         snprintf(detail, n, "creating pipes: %s", strerror(-rc));
         goto fail;
     }
-    struct sb_plan *p = &c->plan;
-    p->fd_in = pipes[0][0];
-    p->fd_out = pipes[1][1];
-    p->fd_err = pipes[2][1];
-    p->fd_status = pipes[3][1];
-    p->fd_sync = pipes[4][0];
+    /* the child's ends travel to the spawner, which numbers them in its copy
+     * of the plan */
     int pidfd = -1;
-    long pid = clone_sandbox(&pidfd);
-    if (pid == 0)
-        init_main(p);
+    int child_ends[5] = {pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1], pipes[4][0]};
+    long pid = sb_spawner_clone(&c->host->spawner, &c->plan, child_ends, &pidfd, detail, n);
     if (pid < 0) {
-        rc = -errno;
-        snprintf(detail, n, "clone: %s", strerror(errno));
+        rc = (int)pid;
         goto fail;
     }
     c->pid = (pid_t)pid;
@@ -537,7 +537,7 @@ static int run_command(const struct sb_plan *p)
     return 0;
 }
 
-static void init_main(const struct sb_plan *p)
+void sb_init_main(const struct sb_plan *p)
 {
     struct sb_fail f = {0, 0};
     int rc;

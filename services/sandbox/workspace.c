@@ -25,8 +25,6 @@
 #include "al_log.h"
 #include "host.h"
 
-#define WS_MIN_BYTES (64 << 10)
-
 struct sb_workspace {
     char path[PATH_MAX];
 };
@@ -47,7 +45,7 @@ int sb_id_ok(const char *id)
 
 int sb_workspace_create(struct sb_host *h, const char *id, int64_t bytes, struct sb_workspace **out)
 {
-    if (!h || !out || !sb_id_ok(id) || bytes < WS_MIN_BYTES)
+    if (!h || !out || !sb_id_ok(id) || bytes < SB_WORKSPACE_MIN_BYTES)
         return AL_ERR_INVAL;
     struct sb_workspace *ws = calloc(1, sizeof(*ws));
     if (!ws)

@@ -49,7 +49,8 @@
 # executors and their sandboxes all compete; pinning any of them to one core
 # would only pick which one waits. The machine-wide CPU use of each run is
 # printed, and each server's CPU time per job (from /proc/PID/stat: the
-# process itself, and for executors also the sandbox processes they reaped),
+# process itself, and for executors also their sandbox spawner, a child that
+# clones every sandbox's init, and the sandbox processes they reaped),
 # next to the bare sandbox's CPU time per run: CPU time per job does not
 # depend on what else runs on the machine, and it bounds the jobs/s the
 # machine's CPUs can carry.
@@ -294,6 +295,20 @@ sandbox_block() {
 cpu_ticks() { # PID -> "self children" clock ticks (utime+stime, cutime+cstime)
   awk '{ sub(/^.*\) /, ""); print $12 + $13, $14 + $15 }' "/proc/$1/stat"
 }
+# An executor's CPU: its own plus its sandbox spawner's (a child process that
+# clones every sandbox's init and is reaped only when the executor exits, so
+# its time never reaches the executor's children's), then the sandboxes it
+# reaped. The spawner is the oldest child named sb-spawner (an init carries
+# that name too until it renames itself).
+ex_cpu_ticks() { # PID -> "self+spawner children"
+  local self kids sp s rest
+  read -r self kids < <(cpu_ticks "$1")
+  sp=$(pgrep -o -P "$1" -x sb-spawner || true)
+  if [[ -n $sp ]] && read -r s rest < <(cpu_ticks "$sp" 2>/dev/null); then
+    self=$((self + s))
+  fi
+  echo "$self $kids"
+}
 machine_ticks() { # -> "busy total" over all CPUs
   awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
@@ -315,7 +330,7 @@ snapshot() { # ARRAY_NAME: every counter of intake and each executor, then CPU t
   read -ra t < <(cpu_ticks "$INTAKE_PID")
   snap+=("${t[@]}")
   for i in "${!EX_PIDS[@]}"; do
-    read -ra t < <(cpu_ticks "${EX_PIDS[$i]}")
+    read -ra t < <(ex_cpu_ticks "${EX_PIDS[$i]}")
     snap+=("${t[@]}")
   done
   read -ra t < <(machine_ticks)

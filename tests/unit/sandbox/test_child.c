@@ -2,11 +2,14 @@
  * (non-default) libev loop: real sandboxes (needs root; skipped loudly
  * otherwise): output chunks and offsets, stdin larger than a pipe, kill,
  * pause/resume, file operations, on_exit exactly once, sb_start from
- * on_exit, synchronous refusals. */
+ * on_exit, synchronous refusals, private workspaces, pooled cgroups. */
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <CUnit/Basic.h>
@@ -30,7 +33,8 @@ struct run {
     char names[16][64];
     int types[16];
     size_t n_names;
-    int chain; /* runs still to start from on_exit */
+    int chain;      /* runs still to start from on_exit */
+    int private_ws; /* run without a host workspace (sb_request.workspace NULL) */
     struct sb_request *req;
 };
 
@@ -96,7 +100,7 @@ static int run(struct sb_request *req, struct run *r, struct sb_child **out)
     struct sb_child *c;
     ev_timer guard;
     r->req = req;
-    req->workspace = sb_workspace_path(ws);
+    req->workspace = r->private_ws ? NULL : sb_workspace_path(ws);
     int rc = sb_start(loop, host, &cfg, req, &cb, &c);
     if (rc < 0)
         return rc;
@@ -299,6 +303,171 @@ static void test_concurrent(void)
     pending = 0;
 }
 
+/* A job without a host workspace gets a private tmpfs: owned by the job's
+ * user, mode 0700, limited to workspace_bytes, fresh for every job, never
+ * the host workspace. */
+static void test_private_workspace(void)
+{
+    static struct run r;
+    const char *fill[] = {"sh", "-c",
+                          "stat -c '%u %a' /workspace; echo kept > /workspace/f; "
+                          "head -c 300000 /dev/zero > /workspace/big 2>/dev/null; echo rc=$?"};
+    const char *look[] = {"sh", "-c", "ls -A /workspace; echo end"};
+    struct sb_request req = {.kind = SB_EXEC, .argv = fill, .argc = 3};
+    char host_file[4200];
+    struct stat st;
+    memset(&r, 0, sizeof(r));
+    r.private_ws = 1;
+    req.workspace_bytes = 128 << 10;
+    CU_ASSERT_EQUAL_FATAL(run(&req, &r, NULL), 0);
+    CU_ASSERT_EQUAL(r.res.failure, SB_FAIL_NONE);
+    r.out[r.out_len < sizeof(r.out) ? r.out_len : sizeof(r.out) - 1] = 0;
+    CU_ASSERT_STRING_EQUAL((char *)r.out, "1000 700\nrc=1\n"); /* full at 128 KiB */
+    memset(&r, 0, sizeof(r));
+    r.private_ws = 1;
+    req.argv = look;
+    CU_ASSERT_EQUAL_FATAL(run(&req, &r, NULL), 0);
+    r.out[r.out_len < sizeof(r.out) ? r.out_len : sizeof(r.out) - 1] = 0;
+    CU_ASSERT_STRING_EQUAL((char *)r.out, "end\n"); /* nothing of the previous job */
+    snprintf(host_file, sizeof(host_file), "%s/f", sb_workspace_path(ws));
+    CU_ASSERT_EQUAL(stat(host_file, &st), -1);
+    req.workspace = NULL;
+    req.workspace_bytes = 4096; /* below 64 KiB */
+    CU_ASSERT_EQUAL(sb_request_check(host, &cfg, &req, NULL, 0), AL_ERR_INVAL);
+}
+
+/* The highest N of the pooled job cgroups pool-N under parent (they are
+ * numbered in creation order), 0 if none, -1 if unreadable. */
+static int max_pool_index(const char *parent)
+{
+    int max = 0;
+    DIR *d = opendir(parent);
+    if (!d)
+        return -1;
+    for (struct dirent *e = readdir(d); e; e = readdir(d))
+        if (strncmp(e->d_name, "pool-", 5) == 0 && atoi(e->d_name + 5) > max)
+            max = atoi(e->d_name + 5);
+    closedir(d);
+    return max;
+}
+
+static void cgroup_reuse_on(struct sb_host *h)
+{
+    static struct run r;
+    struct sb_host_info info;
+    /* 32 MiB of anonymous memory (freed when dd exits, so the cgroup is
+     * empty again when the job ends; tmpfs pages would be uncharged only
+     * when the kernel gets round to the dead sandbox's mounts) */
+    const char *heavy[] = {"sh", "-c",
+                           "dd if=/dev/zero of=/dev/null bs=32M count=1 2>/dev/null; "
+                           "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done 2>/dev/null; wait"};
+    const char *light[] = {"true"};
+    struct sb_request req = {.kind = SB_EXEC, .argv = heavy, .argc = 3};
+    sb_host_get_info(h, &info);
+    req.limits.memory_bytes = 256 << 20;
+    req.limits.pids = 4;
+    memset(&r, 0, sizeof(r));
+    CU_ASSERT_EQUAL(max_pool_index(info.memory_dir), 0); /* a new host: none yet */
+    CU_ASSERT_EQUAL_FATAL(run(&req, &r, NULL), 0);
+    CU_ASSERT_TRUE(r.res.started); /* sh may give up when it cannot fork */
+    CU_ASSERT_TRUE(r.res.max_rss_bytes >= 32 << 20);
+    int pids_hit = 0, mem_hit = 1;
+    for (size_t i = 0; i < r.res.n_limits; i++)
+        if (r.res.limits[i].kind == SB_LIMIT_PIDS)
+            pids_hit = r.res.limits[i].hit;
+    CU_ASSERT_TRUE(pids_hit);
+    CU_ASSERT_EQUAL(max_pool_index(info.memory_dir), 1); /* pool-1, back in the pool */
+    memset(&r, 0, sizeof(r));
+    req.argv = light;
+    req.argc = 1;
+    CU_ASSERT_EQUAL_FATAL(run(&req, &r, NULL), 0);
+    CU_ASSERT_EQUAL(r.res.failure, SB_FAIL_NONE);
+    CU_ASSERT_TRUE(r.res.max_rss_bytes > 0 && r.res.max_rss_bytes < 16 << 20);
+    pids_hit = 1;
+    for (size_t i = 0; i < r.res.n_limits; i++) {
+        if (r.res.limits[i].kind == SB_LIMIT_PIDS)
+            pids_hit = r.res.limits[i].hit;
+        if (r.res.limits[i].kind == SB_LIMIT_MEMORY)
+            mem_hit = r.res.limits[i].hit;
+    }
+    CU_ASSERT_FALSE(pids_hit);
+    CU_ASSERT_FALSE(mem_hit);
+    CU_ASSERT_EQUAL(max_pool_index(info.memory_dir), 1); /* pool-1 again, none created */
+}
+
+/* Where every controller is cgroup v1 the job cgroups are pooled: on a host
+ * of its own (an empty pool), a job after another reuses its cgroup and sees
+ * only its own peak memory and its own limit hits. */
+static void test_cgroup_reuse(void)
+{
+    struct sb_host *saved = host, *h = NULL;
+    struct sb_host_info info;
+    char name[48], err[256] = "";
+    sb_host_get_info(host, &info);
+    if (info.memory_version != 1 || info.pids_version != 1 || info.cpu_version == 2 ||
+        info.cpuacct_version == 2) {
+        fprintf(stderr, "SKIP cgroup reuse: the host's memory and pids cgroups are not v1\n");
+        return;
+    }
+    snprintf(name, sizeof(name), "unit-pool-%d", (int)getpid());
+    struct sb_host_options o = {.name = name};
+    CU_ASSERT_EQUAL_FATAL(sb_host_new(&o, &h, err, sizeof(err)), 0);
+    host = h; /* run() starts on `host` */
+    cgroup_reuse_on(h);
+    host = saved;
+    sb_host_free(h);
+}
+
+/* The pid of our child named sb-spawner (the oldest if several), or 0. */
+static pid_t find_spawner(void)
+{
+    pid_t found = 0;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    for (struct dirent *e = readdir(d); e; e = readdir(d)) {
+        char path[300], buf[512];
+        int pid = atoi(e->d_name), ppid = 0;
+        if (pid <= 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *close_paren = strrchr(buf, ')');
+        if (!close_paren || sscanf(close_paren + 2, "%*c %d", &ppid) != 1 || ppid != getpid() ||
+            !strstr(buf, "(sb-spawner)"))
+            continue;
+        if (!found || pid < found)
+            found = pid;
+    }
+    closedir(d);
+    return found;
+}
+
+/* A spawner that died (whether or not the kernel finished killing it before
+ * the next request: the request then fails or goes unanswered) is replaced:
+ * the next job runs. */
+static void test_spawner_replaced(void)
+{
+    static struct run r;
+    const char *argv[] = {"echo", "again"};
+    struct sb_request req = {.kind = SB_EXEC, .argv = argv, .argc = 2};
+    pid_t sp = find_spawner();
+    CU_ASSERT_TRUE_FATAL(sp > 0);
+    CU_ASSERT_EQUAL(kill(sp, SIGKILL), 0);
+    memset(&r, 0, sizeof(r));
+    CU_ASSERT_EQUAL_FATAL(run(&req, &r, NULL), 0);
+    CU_ASSERT_EQUAL(r.res.failure, SB_FAIL_NONE);
+    CU_ASSERT_EQUAL(r.out_len, 6);
+    CU_ASSERT_EQUAL(memcmp(r.out, "again\n", 6), 0);
+    pid_t now = find_spawner();
+    CU_ASSERT_TRUE(now > 0 && now != sp);
+}
+
 static void test_refused_synchronously(void)
 {
     static struct run r;
@@ -343,6 +512,9 @@ int main(void)
     CU_add_test(s, "sb_start from on_exit", test_chain_from_on_exit);
     CU_add_test(s, "five sandboxes at once", test_concurrent);
     CU_add_test(s, "refusals: no callback", test_refused_synchronously);
+    CU_add_test(s, "private workspace: fresh, owned, size-limited", test_private_workspace);
+    CU_add_test(s, "pooled cgroups: reused, counters per job", test_cgroup_reuse);
+    CU_add_test(s, "spawner killed: replaced, the next job runs", test_spawner_replaced);
     snprintf(name, sizeof(name), "unit-%d", (int)getpid());
     struct sb_host_options o = {.name = name};
     if (geteuid() != 0 || sb_host_new(&o, &host, err, sizeof(err)) < 0 ||
