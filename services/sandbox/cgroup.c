@@ -879,6 +879,11 @@ int sb_cg_job_recycle(struct sb_cg_job *job)
             return 0; /* a process (or an unreadable file) */
     if (m >= 0) {
         int64_t used = read_int(job->dir[m], "memory.usage_in_bytes");
+        /* pages the dead sandbox left charged (page cache, tmpfs the kernel
+         * has not yet let go of): an empty v1 memory cgroup can be emptied
+         * on demand, which keeps reuse independent of reclaim timing */
+        if (used > SB_CG_REUSE_MAX_BYTES && write_text(job->dir[m], "memory.force_empty", "0") == 0)
+            used = read_int(job->dir[m], "memory.usage_in_bytes");
         if (used < 0 || used > SB_CG_REUSE_MAX_BYTES ||
             write_text(job->dir[m], "memory.max_usage_in_bytes", "0") < 0 ||
             write_text(job->dir[m], "memory.failcnt", "0") < 0)
