@@ -35,6 +35,12 @@
 #define OUT_HIGH    (64 * 1024) /* stop pulling frames from nghttp2 past this */
 #define READ_CHUNK  (16 * 1024)
 #define READ_ROUNDS 16 /* reads per event before yielding to others */
+/* TLS read-ahead: OpenSSL reads what the socket has (up to this much) in
+ * one read() and hands out records from its buffer, instead of two read()s
+ * per record (header, then body). Records it buffered are invisible to
+ * epoll, so a read pass that stops with some left re-arms itself (more_r),
+ * and so does a connection opened with bytes already buffered. */
+#define TLS_READ_BUF (64 * 1024)
 
 enum conn_state { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
 
@@ -43,6 +49,7 @@ struct al_h2conn {
     ev_io io;
     ev_timer timer;  /* handshake deadline, then keepalive pings */
     ev_timer reaper; /* zero-delay timer that frees a dead connection */
+    ev_timer more_r; /* zero-delay timer: TLS records left in OpenSSL's read buffer */
     ev_idle flush_w; /* a deferred al_h2conn_flush(): sends in the next loop turn */
     int fd;
     SSL *ssl;
@@ -91,6 +98,7 @@ static void conn_destroy(struct al_h2conn *c)
     ev_io_stop(c->loop, &c->io);
     ev_timer_stop(c->loop, &c->timer);
     ev_timer_stop(c->loop, &c->reaper);
+    ev_timer_stop(c->loop, &c->more_r);
     ev_idle_stop(c->loop, &c->flush_w);
     nghttp2_session_del(c->ngh);
     c->ngh = NULL;
@@ -114,6 +122,7 @@ void al_h2conn_close(struct al_h2conn *c, int err)
     c->close_err = err;
     ev_io_stop(c->loop, &c->io);
     ev_timer_stop(c->loop, &c->timer);
+    ev_timer_stop(c->loop, &c->more_r);
     ev_idle_stop(c->loop, &c->flush_w);
     ev_timer_set(&c->reaper, 0., 0.);
     ev_timer_start(c->loop, &c->reaper);
@@ -200,6 +209,8 @@ static void conn_opened(struct al_h2conn *c)
         c->o.on_ready(c, c->o.user);
     if (c->state == ST_OPEN)
         conn_send(c);
+    if (c->state == ST_OPEN && c->ssl && SSL_has_pending(c->ssl))
+        ev_timer_start(c->loop, &c->more_r); /* arrived with the handshake */
 }
 
 static int check_peer(struct al_h2conn *c)
@@ -396,11 +407,14 @@ static void send_loop(struct al_h2conn *c)
 static void conn_recv(struct al_h2conn *c)
 {
     uint8_t buf[READ_CHUNK];
+    int drained = 0;
 
     for (int round = 0; round < READ_ROUNDS && c->state == ST_OPEN; round++) {
         ssize_t r = conn_read(c, buf, sizeof(buf));
-        if (r == AL_ERR_AGAIN)
+        if (r == AL_ERR_AGAIN) {
+            drained = 1;
             break;
+        }
         if (r <= 0) {
             al_h2conn_close(c, r == 0 ? 0 : (int)r);
             return;
@@ -429,10 +443,28 @@ static void conn_recv(struct al_h2conn *c)
         }
         if (c->state != ST_OPEN)
             return;
-        if (!c->ssl && (size_t)r < sizeof(buf))
-            break; /* the socket is drained */
+        if (!c->ssl && (size_t)r < sizeof(buf)) {
+            drained = 1; /* the socket is drained */
+            break;
+        }
     }
+    if (c->state != ST_OPEN)
+        return;
     conn_send(c);
+    /* out of rounds with whole records still buffered: read on in the next
+     * loop turn (after others had theirs); a partial record (drained) waits
+     * for the socket as usual */
+    if (!drained && c->state == ST_OPEN && c->ssl && SSL_has_pending(c->ssl))
+        ev_timer_start(c->loop, &c->more_r);
+}
+
+static void conn_more_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct al_h2conn *c = w->data;
+    (void)loop;
+    (void)revents;
+    if (c->state == ST_OPEN)
+        conn_recv(c);
 }
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -543,6 +575,13 @@ static struct al_h2conn *conn_alloc(struct ev_loop *loop, int fd, SSL *ssl,
     c->timer.data = c;
     ev_timer_init(&c->reaper, conn_reaper_cb, 0., 0.);
     c->reaper.data = c;
+    ev_timer_init(&c->more_r, conn_more_cb, 0., 0.);
+    c->more_r.data = c;
+    if (ssl) {
+        SSL_set_read_ahead(ssl, 1);
+        SSL_set_default_read_buffer_len(ssl, TLS_READ_BUF);
+        SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    }
     ev_idle_init(&c->flush_w, conn_flush_cb);
     ev_set_priority(&c->flush_w, EV_MAXPRI);
     c->flush_w.data = c;
