@@ -657,12 +657,51 @@ static int only_known_members(json_t *root)
     return 1;
 }
 
+/* out->name = v (a string naming an item). NULL or a reason. */
+static const char *take_name(json_t *v, enum rl_mcp_kind kind, struct rl_mcp_msg *out)
+{
+    size_t len = json_string_length(v);
+    if (len == 0)
+        return "the item name is empty";
+    if (len > RL_MCP_NAME_MAX)
+        return "the item name is too long";
+    if (memchr(json_string_value(v), '\0', len))
+        return "the item name contains a NUL character";
+    memcpy(out->name, json_string_value(v), len + 1);
+    out->target = kind;
+    return NULL;
+}
+
+/* completion/complete asks the server to complete an argument of a prompt
+ * (params.ref {"type": "ref/prompt", "name"}) or of a resource template
+ * (params.ref {"type": "ref/resource", "uri"}): the completions come from
+ * that item, so the item is what the allow-list is asked about. */
+static const char *read_completion_ref(json_t *params, struct rl_mcp_msg *out)
+{
+    json_t *ref = params ? json_object_get(params, "ref") : NULL;
+    json_t *type = ref ? json_object_get(ref, "type") : NULL;
+    json_t *v;
+
+    if (!json_is_object(ref) || !json_is_string(type))
+        return "completion/complete needs params.ref with a type";
+    if (strcmp(json_string_value(type), "ref/prompt") == 0) {
+        if (!json_is_string(v = json_object_get(ref, "name")))
+            return "params.ref.name must be a string";
+        return take_name(v, RL_MCP_PROMPT, out);
+    }
+    if (strcmp(json_string_value(type), "ref/resource") == 0) {
+        if (!json_is_string(v = json_object_get(ref, "uri")))
+            return "params.ref.uri must be a string";
+        return take_name(v, RL_MCP_RESOURCE, out);
+    }
+    return "params.ref.type must be ref/prompt or ref/resource";
+}
+
 /* The item a method acts on, from params. Returns NULL or a reason. */
 static const char *read_item(json_t *params, struct rl_mcp_msg *out)
 {
     const struct item_method *im = NULL;
     json_t *v;
-    size_t len;
 
     for (size_t i = 0; i < sizeof item_methods / sizeof item_methods[0]; i++)
         if (strcmp(out->method, item_methods[i].method) == 0)
@@ -670,6 +709,8 @@ static const char *read_item(json_t *params, struct rl_mcp_msg *out)
     for (size_t i = 0; i < sizeof list_methods / sizeof list_methods[0]; i++)
         if (strcmp(out->method, list_methods[i]) == 0)
             out->is_list = 1;
+    if (strcmp(out->method, "completion/complete") == 0)
+        return read_completion_ref(params, out);
     if (!im)
         return NULL;
     v = params ? json_object_get(params, im->field) : NULL;
@@ -679,16 +720,7 @@ static const char *read_item(json_t *params, struct rl_mcp_msg *out)
     if (!json_is_string(v))
         return im->kind == RL_MCP_RESOURCE ? "params.uri must be a string"
                                            : "params.name must be a string";
-    len = json_string_length(v);
-    if (len == 0)
-        return "the item name is empty";
-    if (len > RL_MCP_NAME_MAX)
-        return "the item name is too long";
-    if (memchr(json_string_value(v), '\0', len))
-        return "the item name contains a NUL character";
-    memcpy(out->name, json_string_value(v), len + 1);
-    out->target = im->kind;
-    return NULL;
+    return take_name(v, im->kind, out);
 }
 
 static const char *check_method(json_t *root, json_t *method, int idst, struct rl_mcp_msg *out)

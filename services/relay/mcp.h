@@ -10,6 +10,8 @@
  *   resources/read        params.uri   -> RL_MCP_RESOURCE
  *   resources/subscribe   params.uri   -> RL_MCP_RESOURCE
  *   resources/unsubscribe params.uri   -> RL_MCP_RESOURCE
+ *   completion/complete   params.ref.name (ref/prompt)  -> RL_MCP_PROMPT
+ *                         params.ref.uri (ref/resource) -> RL_MCP_RESOURCE
  * rl_mcp_check_headers() enforces the 2026-07-28 rule that Mcp-Method and
  * Mcp-Name, when sent, equal the body's method and item name;
  * rl_mcp_authorize() asks the caller's allow-list about the item.

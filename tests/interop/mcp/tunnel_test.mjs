@@ -468,6 +468,20 @@ for (const [name, bytes] of Object.entries(malformed)) {
     expect(p.status === 200, `prompts/get status ${p.status}`);
   });
 
+  await check('policy-completion-checked-403', async () => {
+    // completion/complete is judged by the prompt it completes for: prompts
+    // ["*"] does not cover "internal/deploy" ('*' stops at '/')
+    const r = await h1('/mcp/corp/echo', { body: rpc('completion/complete', {
+      ref: { type: 'ref/prompt', name: 'internal/deploy' },
+      argument: { name: 'env', value: 'pr' } }, 43) });
+    const res = expectAirlockError(r, 403, -32001);
+    expect(bodyJson(r).id === 43, 'the error does not carry the request id');
+    const ok = await h1('/mcp/corp/echo', { body: rpc('completion/complete', {
+      ref: { type: 'ref/prompt', name: 'greet' }, argument: { name: 'name', value: 'a' } }, 44) });
+    expect(ok.status !== 403, `an allowed prompt's completion was refused (${ok.status})`);
+    return res;
+  });
+
   // A 2025-11-25 session created by principal A (dev) and used by B (team-b).
   await check('session-of-another-principal-refused', async () => {
     const init = rpc('initialize', { protocolVersion: '2025-11-25', capabilities: {},

@@ -225,6 +225,41 @@ static void test_parse_requests(void)
               &m);
 }
 
+/* completion/complete names the prompt or resource template it completes
+ * for: that item is what policy decides on. */
+static void test_parse_completion(void)
+{
+    struct rl_mcp_msg m;
+
+    expect_ok("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"completion/complete\",\"params\":"
+              "{\"ref\":{\"type\":\"ref/prompt\",\"name\":\"code_review\"},"
+              "\"argument\":{\"name\":\"language\",\"value\":\"py\"}}}",
+              &m);
+    CU_ASSERT_EQUAL(m.target, RL_MCP_PROMPT);
+    CU_ASSERT_STRING_EQUAL(m.name, "code_review");
+    expect_ok("{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"completion/complete\",\"params\":"
+              "{\"ref\":{\"type\":\"ref/resource\",\"uri\":\"file:///{path}\"},"
+              "\"argument\":{\"name\":\"path\",\"value\":\"a\"}}}",
+              &m);
+    CU_ASSERT_EQUAL(m.target, RL_MCP_RESOURCE);
+    CU_ASSERT_STRING_EQUAL(m.name, "file:///{path}");
+    expect_bad("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"completion/complete\",\"params\":"
+               "{\"argument\":{\"name\":\"a\",\"value\":\"b\"}}}",
+               "params.ref");
+    expect_bad("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"completion/complete\",\"params\":"
+               "{\"ref\":{\"type\":\"ref/tool\",\"name\":\"x\"}}}",
+               "ref/prompt or ref/resource");
+    expect_bad("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"completion/complete\",\"params\":"
+               "{\"ref\":{\"type\":\"ref/prompt\",\"name\":7}}}",
+               "params.ref.name");
+    expect_bad("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"completion/complete\",\"params\":"
+               "{\"ref\":{\"type\":\"ref/resource\",\"name\":\"x\"}}}",
+               "params.ref.uri");
+    expect_bad("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"completion/complete\",\"params\":"
+               "{\"ref\":{\"type\":\"ref/prompt\",\"name\":\"\"}}}",
+               "empty");
+}
+
 static void test_parse_lists_notifications_responses(void)
 {
     static const char *const lists[] = {"tools/list", "prompts/list", "resources/list",
@@ -1148,6 +1183,7 @@ int main(void)
     CU_add_test(s, "parse: UTF-8 names", test_parse_utf8_names);
     CU_add_test(s, "parse: bad shapes and batches", test_parse_bad_shapes);
     CU_add_test(s, "parse: bad item names and lengths", test_parse_bad_names);
+    CU_add_test(s, "parse: completion/complete refs", test_parse_completion);
     CU_add_test(s, "parse: duplicate keys at any depth", test_parse_dup_keys);
     CU_add_test(s, "parse: nesting limit and trailing garbage", test_parse_nesting_and_garbage);
     CU_add_test(s, "parse: id kept for the error reply", test_parse_keeps_id_on_error);
