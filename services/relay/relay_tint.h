@@ -133,8 +133,8 @@ struct rt_conn {
     int32_t goaway_last_sid;
     int gw_open_streams; /* as reported by the last heartbeat */
     int open_streams;    /* agent streams on this connection, counted here */
-    int64_t connected_ms, last_hb_ms;
-    ev_timer watchdog; /* heartbeat deadline: 3 intervals */
+    int64_t connected_ms, last_hb_ms; /* Unix ms, for TunnelStatus only */
+    ev_timer watchdog; /* heartbeat deadline: 3 intervals (monotonic) */
     ev_timer kill;     /* hard close after a GOAWAY that could not be flushed */
     struct rt_ack *acks;
     int nacks;

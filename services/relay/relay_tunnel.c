@@ -79,8 +79,11 @@ int rt_conn_usable(const struct rt_conn *c)
 
     if (c->state != RT_C_READY || !c->h2 || c->draining || c->goaway_recv || c->t->draining)
         return 0;
-    /* the watchdog closes a silent connection; never pick one it is about to */
-    if (rt_now_ms() - c->last_hb_ms >= (int64_t)(3 * c->hb_s * 1000))
+    /* the watchdog closes a silent connection; never pick one it is about to
+     * (its deadline is on the loop's monotonic clock: a wall-clock step never
+     * makes a live connection look silent, nor a silent one live) */
+    if (ev_is_active(&c->watchdog) &&
+        ev_timer_remaining(c->t->loop, (ev_timer *)&c->watchdog) <= 0.)
         return 0;
     cap = c->max_streams > 0 ? c->max_streams : INT32_MAX;
     remote_max = nghttp2_session_get_remote_settings(al_h2conn_session(c->h2),
