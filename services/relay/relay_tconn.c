@@ -794,6 +794,7 @@ static void conn_on_ready(struct al_h2conn *h2, void *user)
 
     if (!c)
         return;
+    rt_handshake_over(c);
     conn_ids(c, h2);
     snprintf(c->identity, sizeof(c->identity), "%s", al_h2conn_peer_id(h2));
     snprintf(c->remote, sizeof(c->remote), "%s", al_h2conn_peer_addr(h2));
@@ -878,6 +879,7 @@ static void conn_on_close(struct al_h2conn *h2, int err, void *user)
         conn_log(c, AL_LOG_INFO, "tunnel.conn_closed", what);
     }
     c->state = RT_C_CLOSING;
+    rt_handshake_over(c);
     conn_release(c);
     rt_streams_conn_lost(c); /* may replay onto other connections */
     conn_unlink(c);
@@ -943,6 +945,10 @@ int rt_conn_accept(struct rl_tunnels *t, int fd)
         rl_buf_cleanup(&c->ctl_in);
         free(c);
         return rc;
+    }
+    if (c->state == RT_C_HANDSHAKE) { /* on_ready has not run */
+        c->in_handshake = 1;
+        t->nhandshakes++;
     }
     /* a handshake that fails inside al_h2conn_new already scheduled on_close */
     conn_ids(c, h2);

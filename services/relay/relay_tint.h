@@ -30,6 +30,11 @@
 #define RT_ALPN            "airlock-tunnel/1"
 #define RT_CTL_MSG_MAX     (64 * 1024)   /* one TunnelControlMessage */
 #define RT_MAX_CONNS       4096          /* gateway connections, registered or not */
+/* Connections still in the TLS handshake (no identity yet). Past this the
+ * listener stops accepting until one finishes: anonymous peers that stall
+ * in the handshake can delay gateways by one handshake timeout at most,
+ * never take every connection slot. */
+#define RT_MAX_HANDSHAKES  256
 #define RT_MAX_OFFERS      64            /* tunnels in one registration */
 #define RT_MAX_SERVERS     256           /* servers in one offer */
 #define RT_MAX_ACKS        32            /* Ack calls in flight per connection */
@@ -106,6 +111,7 @@ struct rt_conn {
     char identity[AL_TLS_ID_MAX];
     char remote[64];
     enum rt_cstate state;
+    int in_handshake; /* counted in nhandshakes */
     int close_err; /* reason given to streams when the connection goes */
 
     /* control stream */
@@ -159,6 +165,7 @@ struct rl_tunnels {
     ev_io accept_w;
     struct rt_conn *conns;
     size_t nconns;
+    size_t nhandshakes; /* conns in RT_C_HANDSHAKE */
     nghttp2_session_callbacks *cbs;
 
     int draining;
@@ -196,6 +203,9 @@ void rt_metric_tunnel(struct rl_tunnels *t, struct rt_tunnel *tu);
 
 /* ---- relay_tconn.c ---- */
 int rt_conn_accept(struct rl_tunnels *t, int fd);
+/* c left the TLS handshake (ready or closed): frees its handshake slot and
+ * resumes accepting if the limit had stopped it. Idempotent. */
+void rt_handshake_over(struct rt_conn *c);
 /* Graceful: no new streams, GOAWAY, close when streams end. */
 void rt_conn_shutdown(struct rt_conn *c, const char *why);
 /* GOAWAY with code and close now-ish; streams fail with err. */

@@ -193,7 +193,27 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         int rc = rt_conn_accept(t, fd);
         if (rc < 0)
             AL_LOG_WARN("tunnel.accept", "reason=\"%s\"", al_strerror(rc));
+        if (t->nhandshakes >= RT_MAX_HANDSHAKES) {
+            /* the rest wait in the backlog until a handshake ends */
+            AL_LOG_WARN("tunnel.accept", "reason=\"handshake limit reached\" handshakes=%zu",
+                        t->nhandshakes);
+            ev_io_stop(t->loop, &t->accept_w);
+            return;
+        }
     }
+}
+
+void rt_handshake_over(struct rt_conn *c)
+{
+    struct rl_tunnels *t = c->t;
+
+    if (!c->in_handshake)
+        return;
+    c->in_handshake = 0;
+    t->nhandshakes--;
+    if (t->nhandshakes < RT_MAX_HANDSHAKES && !t->draining && t->fd >= 0 &&
+        !ev_is_active(&t->accept_w))
+        ev_io_start(t->loop, &t->accept_w);
 }
 
 /* ---- metrics ---- */

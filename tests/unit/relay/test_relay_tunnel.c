@@ -1011,6 +1011,50 @@ static void test_identity_refused(void)
     relay_stop(&r);
 }
 
+static int conns_open_at_least(void *arg)
+{
+    struct want_gauge *w = arg;
+    return gauge(w->r, "airlock_relay_tunnel_connections_open", NULL) >= w->n;
+}
+
+static int conns_open_at_most(void *arg)
+{
+    struct want_gauge *w = arg;
+    return gauge(w->r, "airlock_relay_tunnel_connections_open", NULL) <= w->n;
+}
+
+/* Anonymous peers that never finish a handshake hold at most 256 slots; the
+ * rest wait in the backlog, and a gateway gets in once they are gone. */
+static void test_handshake_limit(void)
+{
+    enum { STALLED = 300, LIMIT = 256 };
+    static int fds[STALLED];
+    struct relay r;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+
+    relay_start(&r, two_tunnels, 2, 10);
+    sa.sin_port = htons((uint16_t)r.port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < STALLED; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        CU_ASSERT_FATAL(fds[i] >= 0);
+        CU_ASSERT_FATAL(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    }
+    struct want_gauge w = {&r, NULL, LIMIT};
+    CU_ASSERT(run_until(conns_open_at_least, &w));
+    settle();
+    CU_ASSERT_EQUAL(gauge(&r, "airlock_relay_tunnel_connections_open", NULL), LIMIT);
+    for (int i = 0; i < STALLED; i++)
+        close(fds[i]);
+    w.n = 0;
+    CU_ASSERT(run_until(conns_open_at_most, &w));
+    struct gw *g = gw_up(&r, "gw1", GW_RESPOND, 1);
+    CU_ASSERT_PTR_NOT_NULL(g);
+    if (g)
+        gw_free(g);
+    relay_stop(&r);
+}
+
 static void test_first_not_registration(void)
 {
     struct relay r;
@@ -1752,6 +1796,8 @@ int main(void)
     CU_add_test(s, "registration with no tunnel accepted: Ack, then close", test_register_rejected);
     CU_add_test(s, "identity that may serve no tunnel: closed before Open", test_identity_refused);
     CU_add_test(s, "first control message not a registration: closed", test_first_not_registration);
+    CU_add_test(s, "stalled handshakes hold at most 256 slots; a gateway gets in after",
+                test_handshake_limit);
     CU_add_test(s, "control stream end: GOAWAY, open streams finish, then close",
                 test_control_stream_end);
     CU_add_test(s, "control message over 64 KiB: closed", test_control_message_too_big);
