@@ -448,7 +448,8 @@ static int unsupported(const Airlock__V1__JobSpec *spec, char *why, size_t n)
 
 int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
 {
-    static const struct sb_callbacks cbs_tmpl = {on_output, on_dir, on_exit_cb, NULL};
+    static const struct sb_callbacks cbs_tmpl = {
+        .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb};
     struct ex_host *h = a->ex->host;
     const Airlock__V1__JobSpec *spec = a->job->spec;
     struct sb_request req = {0};

@@ -2,8 +2,10 @@
  * child: a running job on the caller's libev loop.
  *
  * Watchers: the init's pidfd (exit), stdout and stderr (output, or framed
- * file-operation output), the status pipe (one record: setup failure, exec
- * failure, the command's status or the file operation's outcome), stdin
+ * file-operation output), the status pipe (records: the proxy listeners,
+ * which are taken from init with pidfd_getfd and handed to on_listen; the
+ * command started; then one final record: setup failure, exec failure, the
+ * command's status or the file operation's outcome), stdin
  * (the job's input, written without blocking), and timers for the wall-time
  * limit, the cgroup CPU-time check and the drain after exit.
  *
@@ -29,6 +31,9 @@
 
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
 #endif
 
 #define DRAIN_SECONDS 2.0
@@ -196,17 +201,85 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
  * Status records and stdin
  * ------------------------------------------------------------------------- */
 
+static void close_all(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* Copies init's descriptors nums[0..1] (-1 = none) into fds; 0 or -errno
+ * (nothing is left open then). */
+static int copy_from_init(struct sb_child *c, const int nums[2], int fds[2], size_t *n)
+{
+    *n = 0;
+    for (int i = 0; i < 2; i++) {
+        if (nums[i] < 0)
+            continue;
+        int fd = (int)syscall(SYS_pidfd_getfd, c->pidfd, nums[i], 0);
+        if (fd < 0) {
+            int rc = -errno;
+            close_all(fds, *n);
+            *n = 0;
+            return rc;
+        }
+        fds[(*n)++] = fd;
+    }
+    return 0;
+}
+
+/* Init's proxy listeners (descriptor numbers in init, the [::1] one -1 when
+ * the sandbox has no IPv6): copied out of init and handed to on_listen. A
+ * copy fails with EBADF once init has begun exiting (its descriptor table
+ * is gone) and ESRCH once it is gone: on_listen then does not run and the
+ * job ends as it will. Any other failure means the proxy cannot serve the
+ * job: it is stopped as a setup failure. */
+static void take_listeners(struct sb_child *c, const struct sb_msg *m)
+{
+    int nums[2] = {m->step, m->index}, fds[2] = {-1, -1};
+    size_t n = 0;
+    if (!c->plan.proxy_port || c->listened || nums[0] < 0) {
+        protocol_error(c, "unexpected listener record");
+        return;
+    }
+    c->listened = 1;
+    if (c->killed || c->pidfd < 0)
+        return;
+    int rc = copy_from_init(c, nums, fds, &n);
+    if (rc == -EBADF || rc == -ESRCH) {
+        AL_LOG_DEBUG("sandbox.listen", "job=%s pid=%d listeners=none reason=\"init ended first\"",
+                     c->name, (int)c->pid);
+        return;
+    }
+    if (rc < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "taking the proxy listeners from the sandbox: %s",
+                 strerror(-rc));
+        sb_child_fail(c, SB_FAIL_SANDBOX_SETUP, why);
+        return;
+    }
+    AL_LOG_DEBUG("sandbox.listen", "job=%s pid=%d port=%d listeners=%zu", c->name, (int)c->pid,
+                 (int)c->plan.proxy_port, n);
+    if (c->cb.on_listen)
+        c->cb.on_listen(c, fds, n, c->cb.user);
+    else
+        close_all(fds, n);
+}
+
 static void take_record(struct sb_child *c)
 {
     struct sb_msg m;
     memcpy(&m, c->msgbuf, sizeof(m));
     c->msg_have = 0;
-    if (m.magic != SB_MSG_MAGIC || m.type < SB_MSG_SETUP_ERROR || m.type > SB_MSG_STARTED) {
+    if (m.magic != SB_MSG_MAGIC || m.type < SB_MSG_SETUP_ERROR || m.type > SB_MSG_LISTENING) {
         protocol_error(c, "malformed status record"); /* only our init writes here */
         return;
     }
     if (m.type == SB_MSG_STARTED) {
         c->started = 1;
+        return;
+    }
+    if (m.type == SB_MSG_LISTENING) {
+        take_listeners(c, &m);
         return;
     }
     c->msg = m;
@@ -443,6 +516,7 @@ static void finish(struct sb_child *c)
     o.truncated = c->truncated[0] || c->truncated[1];
     o.arg0 = c->arg0;
     o.where = c->where;
+    o.proxy_port = c->plan.proxy_port;
     snprintf(o.detail, sizeof(o.detail), "%s", c->detail);
     if (c->have_msg && c->msg.type == SB_MSG_SETUP_ERROR && c->msg.step == SB_STEP_MOUNT_OP)
         sb_mount_describe(&c->plan, c->msg.index, o.mount_op, sizeof(o.mount_op));

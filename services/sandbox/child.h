@@ -53,7 +53,8 @@ struct sb_child {
     size_t msg_have;
     int have_msg;
     struct sb_msg msg;
-    int started; /* the command's execve succeeded */
+    int started;  /* the command's execve succeeded */
+    int listened; /* the proxy listeners' record arrived */
     /* verdict inputs */
     int kill_reason, killed;
     int setup_failed; /* the parent could not set up the child */

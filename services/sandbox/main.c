@@ -572,7 +572,8 @@ static void on_exit_cb(struct sb_child *child, const struct sb_result *r, void *
 
 static int start_one(struct cli *c)
 {
-    struct sb_callbacks cb = {on_output, on_dir, on_exit_cb, c};
+    struct sb_callbacks cb = {
+        .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb, .user = c};
     clock_gettime(CLOCK_MONOTONIC, &c->t_start);
     int rc = sb_start(c->loop, c->host, &c->cfg, &c->req, &cb, &c->child);
     if (rc < 0) {

@@ -9,7 +9,11 @@
  *   mount a fresh tmpfs (1 MiB, 4096 inodes) on the stage directory; cd there
  *   image: directories bound read-only (recursively, every submount made
  *     read-only, nosuid, nodev), host symlinks replicated (/bin -> usr/bin)
- *   extra binds, read-only
+ *   extra binds, read-only; one that lies inside a read-only directory bind
+ *     (a CA bundle over /etc/ssl/certs/ca-certificates.crt, in the image's
+ *     /etc/ssl) covers a file or directory that exists there: the mount
+ *     point is opened without following any symlink and the bind attached
+ *     to that descriptor (open_tree + move_mount), never to a path
  *   /etc: passwd, group (root, the sandbox user, nobody), hosts, hostname,
  *     resolv.conf (empty), nsswitch.conf, next to the image's /etc entries
  *   /dev: null zero full random urandom (tty if the host has it) bound from
@@ -30,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -52,6 +57,24 @@ struct sb_mount_attr {
 #endif
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
+#endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x04
+#endif
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x40
 #endif
 
 const char *const sb_default_image[] = {
@@ -266,28 +289,83 @@ static int parents(struct builder *b, const char *dst)
     return 0;
 }
 
-/* A bound directory or a symlink (image or extra) that contains rel, if any:
- * nothing can be created below either. */
+/* The innermost bound directory or symlink (image or extra) that contains
+ * rel, if any: nothing can be created below either. */
+static const struct sb_mnt *cover_of(const struct builder *b, const char *rel)
+{
+    const struct sb_mnt *found = NULL;
+    for (size_t i = 0; i < b->n; i++)
+        if ((b->ops[i].kind == SB_MNT_BIND_RO || b->ops[i].kind == SB_MNT_BIND_OVER ||
+             b->ops[i].kind == SB_MNT_SYMLINK) &&
+            under(rel, b->ops[i].dst) && strcmp(rel, b->ops[i].dst) != 0 &&
+            (!found || strlen(b->ops[i].dst) > strlen(found->dst)))
+            found = &b->ops[i];
+    return found;
+}
+
 static const char *covered_by(const struct builder *b, const char *rel)
 {
-    for (size_t i = 0; i < b->n; i++)
-        if ((b->ops[i].kind == SB_MNT_BIND_RO || b->ops[i].kind == SB_MNT_SYMLINK) &&
-            under(rel, b->ops[i].dst) && strcmp(rel, b->ops[i].dst) != 0)
-            return b->ops[i].dst;
-    return NULL;
+    const struct sb_mnt *m = cover_of(b, rel);
+    return m ? m->dst : NULL;
+}
+
+/* 1 if host directory `root` holds `rest` (relative, normalized) as an
+ * entry of the entry's type (a directory, or a regular file), with no
+ * symlink on the way: what a bind inside the bind of root may cover. */
+static int exists_below(const char *root, const char *rest, int type)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    size_t n = strlen(root);
+    if (n + 1 + strlen(rest) >= sizeof(path))
+        return 0;
+    memcpy(path, root, n);
+    for (const char *c = rest;;) {
+        const char *s = strchr(c, '/');
+        size_t len = s ? (size_t)(s - c) : strlen(c);
+        path[n++] = '/';
+        memcpy(path + n, c, len);
+        n += len;
+        path[n] = '\0';
+        if (lstat(path, &st) < 0)
+            return 0;
+        if (!s)
+            return type == SB_FT_DIRECTORY ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode);
+        if (!S_ISDIR(st.st_mode))
+            return 0;
+        c = s + 1;
+    }
+}
+
+/* An entry inside a read-only directory bind (or a symlink): it may only
+ * cover what the bound directory already has there. */
+static int add_covering(struct builder *b, const struct sb_image_entry *e,
+                        const struct sb_mnt *cover)
+{
+    const char *dst = e->inside + 1;
+    char p[80];
+    sb_printable(p, sizeof(p), e->inside);
+    if (cover->kind == SB_MNT_SYMLINK || e->type == SB_FT_SYMLINK) {
+        snprintf(b->msg, b->msglen, "bind %s lies under /%s (a symlink, or itself one)", p,
+                 cover->dst);
+        return AL_ERR_INVAL;
+    }
+    if (!exists_below(cover->src, dst + strlen(cover->dst) + 1, e->type)) {
+        snprintf(b->msg, b->msglen,
+                 "bind %s lies under the read-only bind /%s, which has no %s there to cover "
+                 "(symlinks are not followed)",
+                 p, cover->dst, e->type == SB_FT_DIRECTORY ? "directory" : "regular file");
+        return AL_ERR_INVAL;
+    }
+    return op(b, SB_MNT_BIND_OVER, e->host, dst, 0);
 }
 
 static int add_entry(struct builder *b, const struct sb_image_entry *e)
 {
     const char *dst = e->inside + 1;
-    const char *cover = covered_by(b, dst);
-    if (cover) {
-        char p[80];
-        sb_printable(p, sizeof(p), e->inside);
-        snprintf(b->msg, b->msglen, "bind %s lies under /%s (a read-only bind or a symlink)", p,
-                 cover);
-        return AL_ERR_INVAL;
-    }
+    const struct sb_mnt *cover = cover_of(b, dst);
+    if (cover)
+        return add_covering(b, e, cover);
     int rc = parents(b, dst);
     if (rc < 0)
         return rc;
@@ -534,6 +612,7 @@ void sb_mount_describe(const struct sb_plan *p, int i, char *buf, size_t n)
         [SB_MNT_CONTENT] = "writing",
         [SB_MNT_BIND_RO] = "bind-mounting (read-only)",
         [SB_MNT_BIND_RW] = "bind-mounting the workspace on",
+        [SB_MNT_BIND_OVER] = "bind-mounting (read-only) over",
         [SB_MNT_BIND_DEV] = "bind-mounting device",
         [SB_MNT_TMPFS] = "mounting tmpfs on",
         [SB_MNT_PROC] = "mounting proc on",
@@ -587,6 +666,36 @@ static int bind(const char *src, const char *dst, unsigned long flags, unsigned 
     return setattr(dst, at, attrs);
 }
 
+/* SB_MNT_BIND_OVER: the mount point (inside a read-only bind) opened
+ * without following any symlink, the source cloned as a detached tree, made
+ * read-only, nosuid, nodev, and attached to that descriptor. */
+static int bind_over(const struct sb_mnt *m)
+{
+    struct open_how how;
+    struct sb_mount_attr attr = {SB_ATTR_RDONLY | SB_ATTR_NOSUID | SB_ATTR_NODEV, 0, 0, 0};
+    int rc = -1, err = 0;
+    memset(&how, 0, sizeof(how));
+    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
+    int at = (int)syscall(SYS_openat2, AT_FDCWD, m->dst, &how, sizeof(how));
+    if (at < 0)
+        return -1;
+    int tree =
+        (int)syscall(SYS_open_tree, AT_FDCWD, m->src, OPEN_TREE_CLONE | O_CLOEXEC | AT_RECURSIVE);
+    if (tree >= 0 &&
+        syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) ==
+            0 &&
+        syscall(SYS_move_mount, tree, "", at, "",
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) == 0)
+        rc = 0;
+    err = errno;
+    if (tree >= 0)
+        close(tree);
+    close(at);
+    errno = err;
+    return rc;
+}
+
 static int run_op(const struct sb_mnt *m)
 {
     const uint64_t ro = SB_ATTR_RDONLY | SB_ATTR_NOSUID | SB_ATTR_NODEV;
@@ -603,6 +712,8 @@ static int run_op(const struct sb_mnt *m)
         return bind(m->src, m->dst, MS_REC, AT_RECURSIVE, ro);
     case SB_MNT_BIND_RW:
         return bind(m->src, m->dst, 0, 0, SB_ATTR_NOSUID | SB_ATTR_NODEV);
+    case SB_MNT_BIND_OVER:
+        return bind_over(m);
     case SB_MNT_BIND_DEV:
         return bind(m->src, m->dst, 0, 0, SB_ATTR_NOSUID | SB_ATTR_NOEXEC);
     case SB_MNT_TMPFS:

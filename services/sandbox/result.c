@@ -72,6 +72,7 @@ const char *sb_step_name(int step)
         [SB_STEP_CGROUPNS] = "entering a cgroup namespace",
         [SB_STEP_HOSTNAME] = "setting the host name",
         [SB_STEP_NET_LO] = "bringing up loopback",
+        [SB_STEP_PROXY_LISTEN] = "proxy listener",
         [SB_STEP_NET_HOOK] = "network hook",
         [SB_STEP_MOUNT_PRIVATE] = "making mounts private",
         [SB_STEP_MOUNT_ROOT] = "mounting the root tmpfs",
@@ -306,6 +307,9 @@ static void setup_error(struct sb_result *r, const struct sb_outcome *o)
     if (m->step == SB_STEP_CHDIR) {
         sb_printable(where, sizeof(where), o->where);
         say(r, SB_FAIL_EXEC_FAILED, "working directory \"%s\": %s", where, strerror(m->err));
+    } else if (m->step == SB_STEP_PROXY_LISTEN) {
+        say(r, SB_FAIL_SANDBOX_SETUP, "sandbox setup failed: proxy listener on %s:%d: %s",
+            m->index == 6 ? "[::1]" : "127.0.0.1", o->proxy_port, strerror(m->err));
     } else if (m->step == SB_STEP_MOUNT_OP) {
         say(r, SB_FAIL_SANDBOX_SETUP, "sandbox setup failed: %s: %s", o->mount_op,
             strerror(m->err));

@@ -13,8 +13,18 @@
  * and nodev (the device binds excepted), the root is read-only. The job runs
  * as an unprivileged uid with no capabilities in any set, no_new_privs, a
  * seccomp allow-list (seccomp.c lists it), only fds 0-2, in its own session,
- * and dies with the thread that started it (parent-death signal). The network
- * namespace is empty except a loopback interface.
+ * and dies with the thread that started it (parent-death signal).
+ *
+ * Network. The network namespace is empty except a loopback interface: no
+ * address outside the sandbox is reachable (ENETUNREACH), the host's loopback
+ * included (the sandbox's 127.0.0.1 and ::1 are its own). The only way out
+ * is the egress proxy: with sb_request.proxy_port, init listens on
+ * 127.0.0.1:<port> and [::1]:<port> inside the namespace before anything of
+ * the job runs (so the job can never take that port), and the caller gets
+ * the listening descriptors through on_listen (taken from init with
+ * pidfd_getfd) to hand to the proxy, which accepts the job's connections
+ * from outside the sandbox. Init holds its copies until it exits; the
+ * command never inherits them.
  *
  * Process tree:
  *   caller (this library, on its libev loop)
@@ -22,11 +32,12 @@
  *     |  caller's behalf (CLONE_PARENT: each init is the caller's child), so
  *     |  an init's memory is a copy of this small process, not of the caller
  *     |  as it grew (spawner.c says why)
- *     `- sandbox init: pid 1 of the new pid namespace. Sets everything up,
- *        then either starts the command and reaps orphans until the command
+ *     `- sandbox init: pid 1 of the new pid namespace. Sets everything up
+ *        (loopback, the proxy listeners, the filesystem, privileges), then
+ *        either starts the command and reaps orphans until the command
  *        exits (EXEC), or performs the file operation itself (READ_FILE,
  *        WRITE_FILE, LIST_DIR: same isolation, no exec).
- *          `- the command
+ *          `- the command (fds 0-2 only)
  *   When init exits, the kernel kills whatever is left in the sandbox.
  *
  * Job cgroups: where every controller is cgroup v1 they are pooled (created
@@ -268,8 +279,9 @@ struct sb_bind {
     const char *inside;
 };
 
-/* Called in the sandbox child after the loopback interface is up and before
- * the filesystem is built (room for the egress proxy's plumbing). Runs as
+/* Called in the sandbox child after the loopback interface is up and the
+ * proxy listeners (sb_request.proxy_port) exist, before the filesystem is
+ * built (room for further network plumbing). Runs as
  * root of the sandbox's user namespace with all its capabilities; must only
  * make async-signal-safe calls. The child is cloned from the host's spawner,
  * a copy of this process as it was when sb_host_new() returned: `arg` must
@@ -364,6 +376,13 @@ struct sb_request {
     /* Job id for cgroup names and logs, 1-64 characters of [A-Za-z0-9._-];
      * NULL = a counter. Must be unique among this host's running jobs. */
     const char *id;
+    /* EXEC only (AL_ERR_INVAL otherwise); 0 = none. Init listens on
+     * 127.0.0.1:<proxy_port> and [::1]:<proxy_port> in the sandbox's network
+     * namespace (TCP, SO_REUSEADDR, backlog SOMAXCONN; [::1] skipped only
+     * where the namespace has no IPv6) before the filesystem, the privilege
+     * drop and the command, and hands the descriptors out through on_listen.
+     * Failing to listen is SANDBOX_SETUP at step "proxy listener". */
+    uint16_t proxy_port;
 };
 
 /* One entry listed by LIST_DIR (borrowed for the callback's duration). */
@@ -416,6 +435,19 @@ struct sb_callbacks {
                       int64_t offset, void *user);
     /* LIST_DIR entries, in batches. May be NULL. */
     void (*on_dir)(struct sb_child *c, const struct sb_dirent *entries, size_t n, void *user);
+    /* The proxy listeners of a job with proxy_port: fds[0] listens on
+     * 127.0.0.1:<port>, fds[1] (n = 2) on [::1]:<port>; n = 1 when the
+     * sandbox has no IPv6. The descriptors are the caller's from here on
+     * (close-on-exec, blocking; closing them does not stop the job); the
+     * sockets live as long as the caller's or init's copy, so connections
+     * stop being accepted only when both are closed. Runs at most once, from
+     * the loop, always before on_exit; it does not run when init died, or
+     * the sandbox was being killed, before the descriptors could be taken
+     * (the job then fails or ends as usual). Init reports the listeners
+     * before it builds the filesystem, so in practice this runs before the
+     * command can connect; a connection made earlier waits in the backlog.
+     * May be NULL (the library then closes them). */
+    void (*on_listen)(struct sb_child *c, const int *fds, size_t n, void *user);
     /* Runs exactly once, from the loop (never from inside sb_start() or
      * sb_kill()), after every process of the sandbox is gone and all output
      * was delivered. result is borrowed for the call; c is freed when it

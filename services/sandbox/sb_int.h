@@ -50,6 +50,7 @@ enum sb_step {
     SB_STEP_CGROUPNS,
     SB_STEP_HOSTNAME,
     SB_STEP_NET_LO,
+    SB_STEP_PROXY_LISTEN, /* index = 4 (127.0.0.1) or 6 ([::1]) */
     SB_STEP_NET_HOOK,
     SB_STEP_MOUNT_PRIVATE,
     SB_STEP_MOUNT_ROOT,
@@ -111,7 +112,9 @@ enum sb_msg_type {
     SB_MSG_EXITED,          /* wstatus of the command */
     SB_MSG_FILE_DONE,       /* size, truncated */
     SB_MSG_FILE_ERROR,      /* step (enum sb_fstep), err, ftype */
-    SB_MSG_STARTED          /* the command's execve succeeded (then EXITED follows) */
+    SB_MSG_STARTED,         /* the command's execve succeeded (then EXITED follows) */
+    SB_MSG_LISTENING        /* the proxy listeners, numbered in init: step = the
+                               127.0.0.1 one, index = the [::1] one or -1 */
 };
 #define SB_MSG_MAGIC 0x53424d31u
 
@@ -140,6 +143,8 @@ enum sb_mnt_kind {
     SB_MNT_CONTENT,    /* create dst (0644) holding src[0..len) */
     SB_MNT_BIND_RO,    /* bind host src recursively on dst; read-only, nosuid, nodev */
     SB_MNT_BIND_RW,    /* bind host src on dst (not recursive); nosuid, nodev */
+    SB_MNT_BIND_OVER,  /* as BIND_RO, on an existing dst inside a read-only bind (no
+                          symlink followed on the way) */
     SB_MNT_BIND_DEV,   /* bind a host device node on dst; nosuid, noexec */
     SB_MNT_TMPFS,      /* tmpfs on dst with options src; nosuid, nodev */
     SB_MNT_PROC,       /* a fresh proc on dst; nosuid, nodev, noexec */
@@ -199,6 +204,7 @@ struct sb_plan {
     uint32_t uid, gid;
     int cap_last;
     const char *hostname;
+    uint16_t proxy_port; /* 0 = no proxy listeners */
     struct sb_net_hook net;
     /* filesystem */
     const char *stage; /* host directory the root tmpfs is mounted on */
@@ -337,9 +343,14 @@ int sb_ns_scrub_identity(struct sb_fail *f);
 int sb_ns_drop_privileges(const struct sb_plan *p, struct sb_fail *f);
 
 /* ---------------------------------------------------------------------------
- * net.c (child): loopback up, then the hook.
+ * net.c (child): loopback up, the proxy listeners, then the hook.
  * ------------------------------------------------------------------------- */
-int sb_net_setup(const struct sb_plan *p, struct sb_fail *f);
+
+/* Sets up the network namespace. With p->proxy_port, lfd[0] becomes the
+ * socket listening on 127.0.0.1:<port> and lfd[1] the one on [::1]:<port>
+ * (-1 where the namespace has no IPv6); both close-on-exec. Else both -1.
+ * Returns 0 or -errno with f->step set (the listeners are then closed). */
+int sb_net_setup(const struct sb_plan *p, int lfd[2], struct sb_fail *f);
 
 /* ---------------------------------------------------------------------------
  * fileops.c (child): performs p->kind's operation, reports through the status
@@ -529,6 +540,7 @@ struct sb_outcome {
     int truncated;      /* output dropped at the output limit */
     const char *arg0;   /* EXEC: argv[0] */
     const char *where;  /* EXEC: cwd; file operations: the inside path */
+    int proxy_port;     /* EXEC: sb_request.proxy_port */
     char detail[160];   /* the parent's description of its failure */
     char mount_op[128]; /* the failing mount operation, described */
     struct sb_cg_stats cg;

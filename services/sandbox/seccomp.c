@@ -19,7 +19,10 @@
  *     high garbage bits cannot slip a value past them.
  *   - Everything else a shell, coreutils, python, git, tar or a compiler
  *     needs is listed in `allow`; sockets only for AF_UNIX, AF_INET,
- *     AF_INET6 and AF_NETLINK.
+ *     AF_INET6 and AF_NETLINK. The network namespace, not this list, keeps
+ *     the job in: the socket calls stay allowed so that ordinary clients
+ *     (curl, python's urllib, git, node; tests/unit/sandbox/test_proxy.c)
+ *     reach the egress proxy's listeners on 127.0.0.1 and [::1].
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -9,7 +9,11 @@
  *                 every other descriptor closed (close_range)
  *   namespaces    parent-death signal, wait for the parent's go, setsid,
  *                 cgroup namespace, host name            (ns.c)
- *   network       loopback up, hook                      (net.c)
+ *   network       loopback up; with a proxy port, TCP listeners on
+ *                 127.0.0.1:<port> and [::1]:<port>, reported to the parent
+ *                 at once (a LISTENING record; the parent takes them with
+ *                 pidfd_getfd, child.c) and kept by init until it exits;
+ *                 hook                                   (net.c)
  *   filesystem    tmpfs root, binds, /etc, /dev, /tmp, /workspace, /proc,
  *                 pivot_root, root read-only             (mount.c)
  *   identity      blank the caller's command line and environment copied
@@ -21,7 +25,9 @@
  *   rlimits                                              (limits.c)
  *   seccomp       the host's filter                      (seccomp.c)
  *   run           EXEC: clone the command (CLONE_VM|CLONE_VFORK) and exec it
- *                 with the job's PATH; reap until it exits; report its status.
+ *                 with the job's PATH (it keeps only fds 0-2: everything else
+ *                 init holds is close-on-exec); reap until it exits; report
+ *                 its status.
  *                 File operations: perform them here     (fileops.c)
  *
  * The clone is made by the host's spawner (spawner.c), a small process forked
@@ -185,6 +191,9 @@ static int check_request(const struct sb_request *req, const struct sb_config *c
         return msgf(msg, n, AL_ERR_INVAL, "negative tmpfs size");
     if (req->kind != SB_EXEC && req->kind != SB_WRITE_FILE && req->input_len)
         return msgf(msg, n, AL_ERR_INVAL, "input is only for EXEC and WRITE_FILE");
+    if (req->kind != SB_EXEC && req->proxy_port)
+        return msgf(msg, n, AL_ERR_INVAL,
+                    "proxy_port is only for EXEC jobs (file operations have no network)");
     return 0;
 }
 
@@ -203,6 +212,7 @@ static int plan_build(struct al_arena *a, const struct sb_host *h, const struct 
     p->gid = h->gid;
     p->cap_last = h->cap_last;
     p->hostname = cfg->hostname ? cfg->hostname : "sandbox";
+    p->proxy_port = req->proxy_port;
     p->net = cfg->net;
     p->stage = h->stage;
     p->seccomp = &h->seccomp;
@@ -540,13 +550,18 @@ static int run_command(const struct sb_plan *p)
 void sb_init_main(const struct sb_plan *p)
 {
     struct sb_fail f = {0, 0};
-    int rc;
+    int rc, lfd[2] = {-1, -1}; /* the proxy listeners: open until init exits */
     status_fd = p->fd_status;
     if ((rc = arrange_fds(p)) < 0)
         die(SB_STEP_FDS, 0, -rc);
     status_fd = 3;
-    if ((rc = sb_ns_enter(p, &f)) < 0 || (rc = sb_net_setup(p, &f)) < 0 ||
-        (rc = sb_mount_setup(p, &f)) < 0 || (rc = sb_ns_scrub_identity(&f)) < 0 ||
+    if ((rc = sb_ns_enter(p, &f)) < 0 || (rc = sb_net_setup(p, lfd, &f)) < 0)
+        die(f.step, f.index, -rc);
+    if (lfd[0] >= 0) {
+        struct sb_msg m = {SB_MSG_MAGIC, SB_MSG_LISTENING, lfd[0], lfd[1], 0, 0, 0, 0, 0};
+        sb_msg_send(&m);
+    }
+    if ((rc = sb_mount_setup(p, &f)) < 0 || (rc = sb_ns_scrub_identity(&f)) < 0 ||
         (rc = sb_ns_drop_privileges(p, &f)) < 0)
         die(f.step, f.index, -rc);
     if ((rc = reset_signals()) < 0)

@@ -76,7 +76,8 @@ static void on_exit_cb(struct sb_child *c, const struct sb_result *res, void *us
     if (pending > 0 && --pending > 0)
         return;
     if (r->chain > 0) {
-        struct sb_callbacks cb = {on_output, on_dir, on_exit_cb, r};
+        struct sb_callbacks cb = {
+            .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb, .user = r};
         struct sb_child *next;
         r->chain--;
         if (sb_start(loop, host, &cfg, r->req, &cb, &next) == 0)
@@ -96,7 +97,8 @@ static void on_guard(struct ev_loop *l, ev_timer *w, int revents)
 /* Starts req and runs the loop until on_exit. */
 static int run(struct sb_request *req, struct run *r, struct sb_child **out)
 {
-    struct sb_callbacks cb = {on_output, on_dir, on_exit_cb, r};
+    struct sb_callbacks cb = {
+        .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb, .user = r};
     struct sb_child *c;
     ev_timer guard;
     r->req = req;
@@ -163,7 +165,8 @@ static void test_kill(void)
     static struct run r;
     const char *argv[] = {"sleep", "30"};
     struct sb_request req = {.kind = SB_EXEC, .argv = argv, .argc = 2};
-    struct sb_callbacks cb = {on_output, on_dir, on_exit_cb, &r};
+    struct sb_callbacks cb = {
+        .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb, .user = &r};
     ev_timer t;
     memset(&r, 0, sizeof(r));
     req.workspace = sb_workspace_path(ws);
@@ -194,7 +197,8 @@ static void test_pause_resume(void)
     static struct run r;
     const char *argv[] = {"sh", "-c", "head -c 1000000 /dev/zero"};
     struct sb_request req = {.kind = SB_EXEC, .argv = argv, .argc = 3};
-    struct sb_callbacks cb = {on_output, on_dir, on_exit_cb, &r};
+    struct sb_callbacks cb = {
+        .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb, .user = &r};
     ev_timer t;
     memset(&r, 0, sizeof(r));
     req.workspace = sb_workspace_path(ws);
@@ -285,7 +289,8 @@ static void test_concurrent(void)
         argv[i][0] = "sh", argv[i][1] = "-c", argv[i][2] = scripts[i];
         req[i] = (struct sb_request){.kind = SB_EXEC, .argv = argv[i], .argc = 3};
         req[i].workspace = sb_workspace_path(ws);
-        cb[i] = (struct sb_callbacks){on_output, on_dir, on_exit_cb, &r[i]};
+        cb[i] = (struct sb_callbacks){
+            .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb, .user = &r[i]};
         CU_ASSERT_EQUAL_FATAL(sb_start(loop, host, &cfg, &req[i], &cb[i], &c), 0);
     }
     ev_timer_init(&guard, on_guard, 60., 0.);
@@ -471,7 +476,8 @@ static void test_spawner_replaced(void)
 static void test_refused_synchronously(void)
 {
     static struct run r;
-    struct sb_callbacks cb = {on_output, on_dir, on_exit_cb, &r};
+    struct sb_callbacks cb = {
+        .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb, .user = &r};
     struct sb_child *c = NULL;
     const char *argv[] = {"true"};
     struct sb_env bad[] = {{"AIRLOCK_SECRET", "x"}};

@@ -196,6 +196,81 @@ static void test_plan(void)
     al_arena_cleanup(&a);
 }
 
+/* A bind inside a read-only directory bind (a CA bundle over the image's
+ * /etc/ssl/certs/ca-certificates.crt) covers what that directory holds: a
+ * regular file with a file, a directory with a directory, never through a
+ * symlink, never something that is not there. */
+static void test_covering_binds(void)
+{
+    struct al_arena a;
+    struct sb_image img;
+    struct sb_plan p;
+    char msg[256], ssl[96], other[96], path[128], what[128];
+    snprintf(ssl, sizeof(ssl), "%s/ssl", tmp);
+    snprintf(other, sizeof(other), "%s/other", tmp);
+    mkdir(ssl, 0755);
+    mkdir(other, 0755);
+    snprintf(path, sizeof(path), "%s/certs", ssl);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/certs/bundle.crt", ssl);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/certs/alias.crt", ssl);
+    CU_ASSERT_EQUAL_FATAL(symlink("bundle.crt", path), 0);
+    snprintf(path, sizeof(path), "%s/x", other);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f = fopen(path, "w"));
+    fclose(f);
+    char file[96], link[96];
+    snprintf(file, sizeof(file), "%s/file", tmp);
+    snprintf(link, sizeof(link), "%s/link", tmp);
+    struct sb_bind image[] = {{ssl, "/etc/ssl"}, {link, "/opt/l"}};
+    struct sb_config cfg = {0};
+    struct sb_request req = {0};
+    al_arena_init(&a, 0);
+    CU_ASSERT_EQUAL_FATAL(sb_image_resolve(&a, image, 2, 0, 1, &img, msg, sizeof(msg)), 0);
+    req.workspace = tmp;
+    memset(&p, 0, sizeof(p));
+    p.hostname = "box";
+    struct sb_bind good[] = {
+        {file, "/etc/ssl/certs/bundle.crt"}, {other, "/etc/ssl/certs"}, {file, "/etc/ssl/certs/x"}};
+    cfg.binds = good;
+    cfg.n_binds = 3;
+    CU_ASSERT_EQUAL_FATAL(
+        sb_mount_plan(&a, &img, &cfg, &req, 1000, 1000, "/run/sb", &p, msg, sizeof(msg)), 0);
+    int ssl_op = index_of(&p, SB_MNT_BIND_RO, "etc/ssl");
+    int bundle = index_of(&p, SB_MNT_BIND_OVER, "etc/ssl/certs/bundle.crt");
+    int certs = index_of(&p, SB_MNT_BIND_OVER, "etc/ssl/certs");
+    int x = index_of(&p, SB_MNT_BIND_OVER, "etc/ssl/certs/x"); /* inside the certs bind */
+    CU_ASSERT_TRUE(ssl_op >= 0 && bundle > ssl_op && certs > bundle && x > certs);
+    CU_ASSERT_STRING_EQUAL(p.mnt[bundle].src, file);
+    CU_ASSERT_EQUAL(index_of(&p, SB_MNT_FILE, "etc/ssl/certs/bundle.crt"), -1); /* no new node */
+    sb_mount_describe(&p, bundle, what, sizeof(what));
+    CU_ASSERT_STRING_EQUAL(what, "bind-mounting (read-only) over /etc/ssl/certs/bundle.crt");
+
+    struct {
+        const char *host, *inside, *want;
+    } bad[] = {
+        {file, "/etc/ssl/certs/alias.crt", "no regular file there"}, /* a symlink there */
+        {file, "/etc/ssl/missing.crt", "no regular file there"},
+        {tmp, "/etc/ssl/certs/bundle.crt", "no directory there"}, /* a directory on a file */
+        {file, "/etc/ssl/certs", "no regular file there"},        /* a file on a directory */
+        {file, "/opt/l/y", "a symlink"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct sb_bind one[] = {{bad[i].host, bad[i].inside}};
+        cfg.binds = one;
+        cfg.n_binds = 1;
+        msg[0] = '\0';
+        CU_ASSERT_EQUAL(
+            sb_mount_plan(&a, &img, &cfg, &req, 1000, 1000, "/run/sb", &p, msg, sizeof(msg)),
+            AL_ERR_INVAL);
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, bad[i].want));
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, bad[i].inside));
+    }
+    al_arena_cleanup(&a);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -206,6 +281,7 @@ int main(void)
     CU_add_test(s, "inside paths of binds", test_inside_paths);
     CU_add_test(s, "image resolution", test_resolve);
     CU_add_test(s, "filesystem plan of a job", test_plan);
+    CU_add_test(s, "binds covering what a read-only bind holds", test_covering_binds);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     failed = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();

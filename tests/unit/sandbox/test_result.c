@@ -186,6 +186,24 @@ static void test_setup_and_exec_errors(void)
         (struct sb_msg){SB_MSG_MAGIC, SB_MSG_SETUP_ERROR, SB_STEP_SECCOMP, 0, EINVAL, 0, 0, 0, 0};
     sb_result_verdict(&r, &o, &lim);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.message, "loading the seccomp filter"));
+    /* the proxy listeners: the address and the errno */
+    init(&r, &o, SB_EXEC);
+    o.have_msg = 1;
+    o.proxy_port = 3128;
+    o.msg = (struct sb_msg){
+        SB_MSG_MAGIC, SB_MSG_SETUP_ERROR, SB_STEP_PROXY_LISTEN, 6, EADDRINUSE, 0, 0, 0, 0};
+    sb_result_verdict(&r, &o, &lim);
+    CU_ASSERT_EQUAL(r.failure, SB_FAIL_SANDBOX_SETUP);
+    CU_ASSERT_STRING_EQUAL(r.message,
+                           "sandbox setup failed: proxy listener on [::1]:3128: Address already "
+                           "in use");
+    o.msg.index = 4;
+    o.msg.err = EACCES;
+    sb_result_verdict(&r, &o, &lim);
+    CU_ASSERT_STRING_EQUAL(r.message,
+                           "sandbox setup failed: proxy listener on 127.0.0.1:3128: Permission "
+                           "denied");
+    CU_ASSERT_STRING_EQUAL(sb_step_name(SB_STEP_PROXY_LISTEN), "proxy listener");
     init(&r, &o, SB_EXEC);
     o.have_msg = 1;
     o.msg = (struct sb_msg){SB_MSG_MAGIC, SB_MSG_SETUP_ERROR, SB_STEP_CHDIR, 0, ENOENT, 0, 0, 0, 0};
