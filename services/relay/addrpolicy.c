@@ -15,6 +15,15 @@
  * into /56, /64 or /96 translation prefixes (RFC 8215, RFC 6052 2.2), and a
  * Teredo address carries both its server's address and its client's
  * (obfuscated) address.
+ *
+ * Egress mode (rl_addr_denied_ex with RL_ADDR_DENY_PRIVATE and
+ * RL_ADDR_NO_OVERRIDE, used by the sandbox egress proxy): the private ranges
+ * (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7 and the deprecated
+ * site-local fec0::/10) are denied too unless an allow entry covers them,
+ * and allow entries never re-open the ranges above (loopback, link-local,
+ * metadata, the embedding forms ...): an operator's allow list names the
+ * internal networks a destination lives in, nothing else. Without flags
+ * the gateway's behaviour is unchanged.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -54,6 +63,17 @@ static const struct range deny6[] = {
     {{0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54}, 128}, /* AWS metadata */
 };
 
+static const struct range private4[] = {
+    {{10, 0, 0, 0}, 8},
+    {{172, 16, 0, 0}, 12},
+    {{192, 168, 0, 0}, 16},
+};
+
+static const struct range private6[] = {
+    {{0xfc}, 7},        /* unique local */
+    {{0xfe, 0xc0}, 10}, /* site-local (deprecated, still routable somewhere) */
+};
+
 static int prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
 {
     unsigned full = prefix / 8, rest = prefix % 8;
@@ -82,10 +102,14 @@ static int allowed(int family, const uint8_t *a, const struct rl_cidr *allow, si
     return 0;
 }
 
-static int denied4(const uint8_t *a, const struct rl_cidr *allow, size_t nallow)
+static int denied4(const uint8_t *a, const struct rl_cidr *allow, size_t nallow, unsigned flags)
 {
-    return in_ranges(a, deny4, sizeof(deny4) / sizeof(deny4[0])) &&
-           !allowed(AF_INET, a, allow, nallow);
+    if (in_ranges(a, deny4, sizeof(deny4) / sizeof(deny4[0])))
+        return (flags & RL_ADDR_NO_OVERRIDE) || !allowed(AF_INET, a, allow, nallow);
+    if ((flags & RL_ADDR_DENY_PRIVATE) &&
+        in_ranges(a, private4, sizeof(private4) / sizeof(private4[0])))
+        return !allowed(AF_INET, a, allow, nallow);
+    return 0;
 }
 
 /* Collects the IPv4 addresses a 16-byte IPv6 address embeds. Returns how
@@ -125,6 +149,12 @@ static size_t embedded_v4(const uint8_t *a, uint8_t v4[][4])
 
 int rl_addr_denied(const struct sockaddr *sa, const struct rl_cidr *allow, size_t nallow)
 {
+    return rl_addr_denied_ex(sa, allow, nallow, 0);
+}
+
+int rl_addr_denied_ex(const struct sockaddr *sa, const struct rl_cidr *allow, size_t nallow,
+                      unsigned flags)
+{
     uint8_t v4[6][4];
     size_t n;
 
@@ -134,7 +164,7 @@ int rl_addr_denied(const struct sockaddr *sa, const struct rl_cidr *allow, size_
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
         uint8_t a[4];
         memcpy(a, &s4->sin_addr, 4);
-        return denied4(a, allow, nallow);
+        return denied4(a, allow, nallow, flags);
     }
     if (sa->sa_family != AF_INET6)
         return 1;
@@ -142,11 +172,15 @@ int rl_addr_denied(const struct sockaddr *sa, const struct rl_cidr *allow, size_
     uint8_t a[16];
     memcpy(a, &s6->sin6_addr, 16);
     if (in_ranges(a, deny6, sizeof(deny6) / sizeof(deny6[0])) &&
+        ((flags & RL_ADDR_NO_OVERRIDE) || !allowed(AF_INET6, a, allow, nallow)))
+        return 1;
+    if ((flags & RL_ADDR_DENY_PRIVATE) &&
+        in_ranges(a, private6, sizeof(private6) / sizeof(private6[0])) &&
         !allowed(AF_INET6, a, allow, nallow))
         return 1;
     n = embedded_v4(a, v4);
     for (size_t i = 0; i < n; i++)
-        if (denied4(v4[i], allow, nallow))
+        if (denied4(v4[i], allow, nallow, flags))
             return 1;
     return 0;
 }

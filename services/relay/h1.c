@@ -5,7 +5,8 @@
  * Each byte is first checked by a small scanner (struct scan) that enforces
  * what the Debian build of http_parser does not (it is compiled with
  * HTTP_PARSER_STRICT=0): CRLF only, no obs-fold, token header names,
- * field-value characters, an origin-form target, HTTP/1.0 or 1.1, the head
+ * field-value characters, an origin-form target (with proxy_forms also the
+ * characters of absolute- and authority-form), HTTP/1.0 or 1.1, the head
  * and header-count caps, and exact chunked framing (size line, CRLF after the
  * data, trailers) with the body cap. Only bytes the scanner accepted are fed
  * to http_parser, which then does the parsing proper (method, headers,
@@ -336,7 +337,9 @@ static int scan_head_byte(struct rl_h1conn *c, struct scan *s, unsigned ch)
         }
         return 0;
     case SC_TARGET0:
-        if (ch != '/') {
+        /* proxy_forms: absolute-form or authority-form; check_head and the
+         * upper layer judge the target as a whole */
+        if (ch != '/' && !(c->lim.proxy_forms && (is_target_char(ch) || ch == '['))) {
             s->why = "request target not in origin form";
             return 400;
         }
@@ -352,7 +355,7 @@ static int scan_head_byte(struct rl_h1conn *c, struct scan *s, unsigned ch)
             s->st = SC_PCT1;
             return 0;
         }
-        if (!is_target_char(ch)) {
+        if (!is_target_char(ch) && !(c->lim.proxy_forms && (ch == '[' || ch == ']'))) {
             s->why = "invalid character in request target";
             return 400;
         }
@@ -1256,7 +1259,16 @@ static const char *json_safe(char *buf, size_t n, const char *why)
     return buf;
 }
 
-/* Error replies made here: JSON-RPC error body (tunnel.proto), then close. */
+/* Text error body "<error_prefix>: <why>\n" (proxy mode). Returns its length. */
+static int text_error(const struct rl_h1conn *c, char *body, size_t n, const char *why)
+{
+    char msg[128];
+    int bl = snprintf(body, n, "%s: %s\n", c->lim.error_prefix, json_safe(msg, sizeof(msg), why));
+    return bl < 0 ? 0 : (size_t)bl >= n ? (int)n - 1 : bl;
+}
+
+/* Error replies made here: JSON-RPC error body (tunnel.proto), or a line of
+ * text with error_prefix, then close. */
 static void reply_error(struct rl_h1conn *c, int status, const char *why)
 {
     char body[320], head[400], msg[128];
@@ -1267,6 +1279,8 @@ static void reply_error(struct rl_h1conn *c, int status, const char *why)
         return;
     AL_LOG_INFO("agent.h1.reject", "conn=%llu peer=%s status=%d reason=\"%s\"",
                 (unsigned long long)c->id, c->peer, status, why);
+    if (c->cbs.on_reject)
+        c->cbs.on_reject(c, status, json_safe(msg, sizeof(msg), why), c->user);
     if (c->rsp != RSP_NONE) {
         conn_abort(c, err); /* a response has started: closing is all we can say */
         return;
@@ -1280,15 +1294,20 @@ static void reply_error(struct rl_h1conn *c, int status, const char *why)
     } else if (status == 408) {
         err = AL_ERR_TIMEOUT;
     }
-    bl = snprintf(body, sizeof(body),
-                  "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":%d,\"message\":\"%s\","
-                  "\"data\":{\"airlock_error\":\"%s\"}}}",
-                  code, json_safe(msg, sizeof(msg), why), reason);
+    if (c->lim.error_prefix)
+        bl = text_error(c, body, sizeof(body), why);
+    else
+        bl = snprintf(body, sizeof(body),
+                      "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":%d,\"message\":"
+                      "\"%s\",\"data\":{\"airlock_error\":\"%s\"}}}",
+                      code, json_safe(msg, sizeof(msg), why), reason);
     hl = snprintf(head, sizeof(head),
-                  "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\n"
+                  "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n"
                   "Cache-Control: no-store\r\nairlock-error: %s\r\nContent-Length: %d\r\n"
                   "Connection: close\r\n\r\n",
-                  status, reason_phrase(status), http_date(ev_now(c->loop)), reason, bl);
+                  status, reason_phrase(status), http_date(ev_now(c->loop)),
+                  c->lim.error_prefix ? "text/plain; charset=utf-8" : "application/json", reason,
+                  bl);
     c->rsp = RSP_ENDED;
     c->close_after = 1;
     c->head_held = 0;
@@ -1442,6 +1461,19 @@ static int value_is(const struct rl_h1_header *h, const char *v)
     return h->value_len == strlen(v) && strncasecmp(h->value, v, h->value_len) == 0;
 }
 
+/* scheme "://" ... (RFC 3986 scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )) */
+static int absolute_form(const char *t)
+{
+    size_t i = 0;
+
+    if (!((t[0] >= 'a' && t[0] <= 'z') || (t[0] >= 'A' && t[0] <= 'Z')))
+        return 0;
+    while ((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
+           (t[i] >= '0' && t[i] <= '9') || t[i] == '+' || t[i] == '-' || t[i] == '.')
+        i++;
+    return strncmp(t + i, "://", 3) == 0;
+}
+
 /* Checks the parsed head. Returns 0 or an HTTP status with *why. */
 static int check_head(struct rl_h1conn *c, const struct rl_h1_head *hd, const char **why)
 {
@@ -1485,8 +1517,21 @@ static int check_head(struct rl_h1conn *c, const struct rl_h1_head *hd, const ch
         return 400;
     }
     if (c->hp.method == HTTP_CONNECT) {
-        *why = "method not supported";
-        return 501;
+        if (!c->lim.proxy_forms) {
+            *why = "method not supported";
+            return 501;
+        }
+        if (hd->target[0] == '/' || strpbrk(hd->target, "/?#")) {
+            *why = "CONNECT target not in authority form";
+            return 400;
+        }
+        if (hd->chunked || hd->content_length > 0) {
+            *why = "CONNECT with a body";
+            return 400;
+        }
+    } else if (hd->target[0] != '/' && !absolute_form(hd->target)) {
+        *why = "request target not in origin or absolute form";
+        return 400;
     }
     if (hd->content_length > 0 && (uint64_t)hd->content_length > c->lim.max_body) {
         *why = "request body too large";
@@ -2055,6 +2100,23 @@ void rl_h1conn_shutdown(struct rl_h1conn *c)
         begin_close(c, 0);
     else
         c->close_after = 1;
+}
+
+int rl_h1conn_detach(struct rl_h1conn *c, int *fd, SSL **ssl, struct rl_buf *rest)
+{
+    if (!c || !fd || !ssl || !rest || c->life != L_OPEN || c->req != RQ_DONE ||
+        c->rsp != RSP_NONE || c->out.len != c->out_off || c->body_end_pending)
+        return AL_ERR_STATE;
+    if (c->in && c->in_off < c->in_len &&
+        rl_buf_append(rest, c->in + c->in_off, c->in_len - c->in_off) < 0)
+        return AL_ERR_NOMEM;
+    *fd = c->fd;
+    *ssl = c->ssl;
+    c->fd = -1;
+    c->ssl = NULL;
+    c->notified = 1; /* the caller asked for it: no on_close */
+    conn_abort(c, 0);
+    return 0;
 }
 
 const char *rl_h1conn_peer(const struct rl_h1conn *c)

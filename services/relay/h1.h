@@ -16,7 +16,8 @@
  * no request with both Content-Length and Transfer-Encoding, no
  * Transfer-Encoding other than "chunked", no duplicate Content-Length or
  * Host, header names and values checked against RFC 9110 token/field-value
- * rules, a request-target in origin-form only. Malformed input gets a 400
+ * rules, a request-target in origin-form only (opt-in proxy_forms: also
+ * absolute-form, and CONNECT with authority-form). Malformed input gets a 400
  * (or 413/431/501 as fits) with a JSON error body and the connection is
  * closed. Timeouts: the whole head must arrive within header_timeout
  * (slowloris), a body must make progress every body_timeout, and an idle
@@ -34,7 +35,8 @@
  * Lifecycle: rl_h1conn_new() -> on_request / on_body / on_body_end ->
  * respond_* ... -> (next request) ... -> on_close (the upper layer drops its
  * references; the object is freed by the loop after on_close returns, never
- * inside a call the upper layer made).
+ * inside a call the upper layer made). A forward proxy (proxy_forms) may
+ * instead take the socket back after a CONNECT with rl_h1conn_detach().
  */
 #ifndef RL_H1_H
 #define RL_H1_H
@@ -59,7 +61,9 @@ struct rl_h1_header {
 
 struct rl_h1_head {
     const char *method; /* "GET", "POST", "DELETE", ... (NUL-terminated) */
-    const char *target; /* request-target, origin-form, NUL-terminated */
+    const char *target; /* request-target, NUL-terminated: origin-form; with
+                         * proxy_forms also absolute-form, or authority-form
+                         * for CONNECT (the upper layer parses those) */
     size_t target_len;
     const struct rl_h1_header *headers; /* in arrival order, names lowercased */
     size_t nheaders;
@@ -77,6 +81,14 @@ struct rl_h1_limits {
     double header_timeout_s; /* 0 = 10 s */
     double body_timeout_s;   /* 0 = 30 s */
     double idle_timeout_s;   /* 0 = 60 s */
+    /* Opt-in for a forward proxy (the egress proxy; the relay sets neither):
+     * proxy_forms accepts absolute-form request targets ("http://h/p") and
+     * CONNECT with an authority-form target ("h:443", no body); the upper
+     * layer must validate those targets. error_prefix makes the error
+     * replies h1 writes itself text/plain "<error_prefix>: <reason>\n"
+     * instead of a JSON-RPC error (borrowed; a static string). */
+    int proxy_forms;
+    const char *error_prefix;
 };
 
 struct rl_h1conn;
@@ -96,6 +108,11 @@ struct rl_h1conn_cbs {
      * response that ends it); a request in progress will not be answered.
      * err 0 = orderly. Drop every reference to c. */
     void (*on_close)(struct rl_h1conn *c, int err, void *user);
+    /* Optional: h1 refused a request itself (malformed, too large, ...)
+     * with this status and reason, just before the reply goes out (on_close
+     * follows). For the upper layer's records only: it must not call
+     * rl_h1conn_* on c from here. */
+    void (*on_reject)(struct rl_h1conn *c, int status, const char *why, void *user);
 };
 
 /* Wraps fd (taken) and ssl (taken, handshake finished; NULL = plaintext).
@@ -142,6 +159,16 @@ void rl_h1conn_close(struct rl_h1conn *c);
 
 /* Graceful: close after the current response (or now if idle). */
 void rl_h1conn_shutdown(struct rl_h1conn *c);
+
+/* Takes the connection back from h1 (a CONNECT the upper layer accepts):
+ * valid once the request is complete (on_body_end delivered), no response
+ * has started and nothing is queued. *fd and *ssl (NULL for plaintext)
+ * become the caller's, and the bytes the peer sent after the request head
+ * are appended to rest (wiped on cleanup). The connection object is freed
+ * from the loop; on_close never runs. Returns 0, AL_ERR_STATE (c unchanged)
+ * or AL_ERR_NOMEM (c unchanged). */
+struct rl_buf;
+int rl_h1conn_detach(struct rl_h1conn *c, int *fd, SSL **ssl, struct rl_buf *rest);
 
 /* Peer "ip:port", whether TLS is used. Borrowed. */
 const char *rl_h1conn_peer(const struct rl_h1conn *c);

@@ -50,9 +50,12 @@
  * such text at ~9 MB/s); real credentials are not periodic.
  *
  * Replacement: the longest match at every start position is found; matches
- * that overlap are merged and replaced by one RL_SCRUB_MARK; adjacent (non
- * overlapping) matches get one mark each. So no byte of any match survives,
- * whatever forms overlap.
+ * that overlap are merged and replaced by one mark (RL_SCRUB_MARK, or the
+ * replacement text of the value whose match starts the group, see
+ * rl_scrub_add_as); adjacent (non overlapping) matches get one mark each. So
+ * no byte of any match survives, whatever forms overlap. Each pattern
+ * remembers the number of the value it came from (identical patterns of two
+ * values are kept once, under the first).
  *
  * Streaming: a stream keeps the last (max_len - 1) bytes it was fed. On a
  * feed the virtual text V = held ‖ input is final up to F = |V| - max_len + 1:
@@ -94,7 +97,14 @@
 struct pat {
     uint32_t off; /* into bytes[] and masks[] */
     uint32_t len;
-    uint8_t ci; /* some mask byte is set */
+    uint32_t vid; /* the value it was derived from (order of rl_scrub_add*) */
+    uint8_t ci;   /* some mask byte is set */
+};
+
+/* What matches of one value's forms become (rl_scrub_add_as); none = MARK. */
+struct repl {
+    uint8_t *p;
+    size_t n;
 };
 
 struct bucket {
@@ -123,6 +133,8 @@ struct rl_scrub {
     size_t nbytes, capbytes;
     size_t min_len, max_len;
     struct tables t;
+    struct repl *repls; /* by value id */
+    uint32_t nvalues;
 };
 
 struct rl_scrub_stream {
@@ -132,6 +144,7 @@ struct rl_scrub_stream {
     size_t cap;
     size_t covered; /* hold[0..covered) is inside an already emitted mark */
     unsigned long hits;
+    long first; /* value id of the first match, -1 none yet */
     int failed;
 };
 
@@ -440,6 +453,7 @@ static int set_add_pattern(struct rl_scrub *s, const struct pb *p)
     q = &s->pats[s->npats++];
     q->off = (uint32_t)s->nbytes;
     q->len = (uint32_t)p->len;
+    q->vid = s->nvalues; /* the value being added */
     q->ci = memchr(p->m, CASE_BIT, p->len) != NULL;
     memcpy(s->bytes + s->nbytes, p->b, p->len);
     memcpy(s->masks + s->nbytes, p->m, p->len);
@@ -737,15 +751,39 @@ int rl_scrub_new(struct rl_scrub **out)
     return *out ? 0 : AL_ERR_NOMEM;
 }
 
-int rl_scrub_add(struct rl_scrub *s, const uint8_t *v, size_t n)
+/* Room for the replacement of value id s->nvalues (copied; NULL = MARK). */
+static int repl_set(struct rl_scrub *s, const char *repl, size_t repl_len)
+{
+    struct repl *r =
+        al_wipe_realloc(s->repls, s->nvalues * sizeof(*r), ((size_t)s->nvalues + 1) * sizeof(*r));
+
+    if (!r)
+        return AL_ERR_NOMEM;
+    s->repls = r;
+    r[s->nvalues] = (struct repl){NULL, 0};
+    if (!repl)
+        return 0;
+    r[s->nvalues].p = malloc(repl_len ? repl_len : 1);
+    if (!r[s->nvalues].p)
+        return AL_ERR_NOMEM;
+    memcpy(r[s->nvalues].p, repl, repl_len);
+    r[s->nvalues].n = repl_len;
+    return 0;
+}
+
+static int add_value(struct rl_scrub *s, const uint8_t *v, size_t n, const char *repl,
+                     size_t repl_len)
 {
     size_t npats = s ? s->npats : 0, nbytes = s ? s->nbytes : 0;
     size_t min_len = s ? s->min_len : 0, max_len = s ? s->max_len : 0;
     int rc;
 
-    if (!s || !v || n < RL_SCRUB_MIN_VALUE || n > RL_SCRUB_MAX_VALUE)
+    if (!s || !v || n < RL_SCRUB_MIN_VALUE || n > RL_SCRUB_MAX_VALUE ||
+        (repl && repl_len > RL_SCRUB_MAX_VALUE) || s->nvalues == UINT32_MAX)
         return AL_ERR_INVAL;
-    rc = derive_all(s, v, n);
+    rc = repl_set(s, repl, repl_len);
+    if (rc == 0)
+        rc = derive_all(s, v, n);
     if (rc == 0)
         rc = tables_build(s);
     if (rc < 0) { /* all or nothing: drop this value's patterns */
@@ -755,9 +793,29 @@ int rl_scrub_add(struct rl_scrub *s, const uint8_t *v, size_t n)
         s->nbytes = nbytes;
         s->min_len = min_len;
         s->max_len = max_len;
+        if (s->repls) {
+            al_wipe_free(s->repls[s->nvalues].p);
+            s->repls[s->nvalues] = (struct repl){NULL, 0};
+        }
+        return rc;
     }
-    return rc;
+    s->nvalues++;
+    return 0;
 }
+
+int rl_scrub_add(struct rl_scrub *s, const uint8_t *v, size_t n)
+{
+    return add_value(s, v, n, NULL, 0);
+}
+
+int rl_scrub_add_as(struct rl_scrub *s, const uint8_t *v, size_t n, const char *repl,
+                    size_t repl_len)
+{
+    if (!repl)
+        return AL_ERR_INVAL;
+    return add_value(s, v, n, repl, repl_len);
+}
+
 
 size_t rl_scrub_patterns(const struct rl_scrub *s)
 {
@@ -774,6 +832,9 @@ void rl_scrub_free(struct rl_scrub *s)
     if (!s)
         return;
     tables_free(&s->t);
+    for (uint32_t i = 0; s->repls && i < s->nvalues; i++)
+        al_wipe_free(s->repls[i].p);
+    al_wipe_free(s->repls);
     al_wipe_free(s->pats);
     al_secure_free(s->bytes);
     al_wipe_free(s->masks);
@@ -783,8 +844,9 @@ void rl_scrub_free(struct rl_scrub *s)
 /* ---------------------------------------------------------------------- */
 /* matching                                                                */
 
-/* Returns nonzero to stop the scan. at is relative to the scanned buffer. */
-typedef int (*match_fn)(void *ctx, size_t at, size_t len);
+/* Returns nonzero to stop the scan. at is relative to the scanned buffer;
+ * vid is the value the matching pattern was derived from. */
+typedef int (*match_fn)(void *ctx, size_t at, size_t len, uint32_t vid);
 
 static int pat_eq(const struct rl_scrub *s, const struct pat *p, const uint8_t *d)
 {
@@ -798,8 +860,10 @@ static int pat_eq(const struct rl_scrub *s, const struct pat *p, const uint8_t *
     return 1;
 }
 
-/* Length of the longest pattern at d (avail bytes there) whose window ends in block. */
-static size_t longest_at(const struct rl_scrub *s, const uint8_t *d, size_t avail, uint32_t block)
+/* The longest pattern at d (avail bytes there) whose window ends in block,
+ * or NULL. */
+static const struct pat *longest_at(const struct rl_scrub *s, const uint8_t *d, size_t avail,
+                                    uint32_t block)
 {
     const struct tables *t = &s->t;
     uint32_t mask = ((uint32_t)1 << t->bbits) - 1, h = bucket_hash(block, t->bbits);
@@ -811,9 +875,9 @@ static size_t longest_at(const struct rl_scrub *s, const uint8_t *d, size_t avai
     for (uint32_t i = 0; i < b->count; i++) {
         const struct pat *p = &s->pats[t->cand[b->first + i]];
         if (p->len <= avail && pat_eq(s, p, d))
-            return p->len;
+            return p;
     }
-    return 0;
+    return NULL;
 }
 
 /*
@@ -833,35 +897,41 @@ static int scan(const struct rl_scrub *s, const uint8_t *d, size_t len, size_t l
     while (p < hi) {
         const uint8_t *w = d + p + m - 2;
         uint32_t block = (uint32_t)w[0] << 8 | w[1];
-        size_t k = shift[block], l;
+        size_t k = shift[block];
+        const struct pat *l;
 
         if (k) {
             p += k;
             continue;
         }
         l = longest_at(s, d + p, len - p, block);
-        if (l && fn(ctx, p, l))
+        if (l && fn(ctx, p, l->len, l->vid))
             return 1;
         p++;
     }
     return 0;
 }
 
-static int found(void *ctx, size_t at, size_t len)
+static int found(void *ctx, size_t at, size_t len, uint32_t vid)
 {
     (void)at;
     (void)len;
-    *(int *)ctx = 1;
+    *(long *)ctx = (long)vid;
     return 1;
 }
 
 int rl_scrub_contains(const struct rl_scrub *s, const uint8_t *buf, size_t n)
 {
-    int hit = 0;
+    return rl_scrub_find(s, buf, n) >= 0;
+}
+
+long rl_scrub_find(const struct rl_scrub *s, const uint8_t *buf, size_t n)
+{
+    long vid = -1;
 
     if (s && buf)
-        scan(s, buf, n, 0, n, found, &hit);
-    return hit;
+        scan(s, buf, n, 0, n, found, &vid);
+    return vid;
 }
 
 /*
@@ -875,6 +945,8 @@ struct emitter {
     size_t base; /* added to the offsets scan() reports */
     size_t done; /* V[0..done) is decided (emitted or covered by a mark) */
     unsigned long hits;
+    long first; /* value id of the first mark, -1 none */
+    const struct rl_scrub *s;
     int rc;
 };
 
@@ -894,10 +966,11 @@ static int emit_raw(struct emitter *e, size_t to)
     return 0;
 }
 
-static int on_match(void *ctx, size_t at, size_t len)
+static int on_match(void *ctx, size_t at, size_t len, uint32_t vid)
 {
     struct emitter *e = ctx;
     size_t p = e->base + at, end = p + len;
+    const struct repl *r = vid < e->s->nvalues ? &e->s->repls[vid] : NULL;
 
     if (p < e->done) { /* overlaps the group the last mark stands for */
         if (end > e->done)
@@ -906,8 +979,14 @@ static int on_match(void *ctx, size_t at, size_t len)
     }
     if (emit_raw(e, p) < 0)
         return 1;
-    if ((e->rc = rl_buf_append(e->out, RL_SCRUB_MARK, MARK_LEN)) < 0)
+    if (r && r->p)
+        e->rc = rl_buf_append(e->out, r->p, r->n);
+    else
+        e->rc = rl_buf_append(e->out, RL_SCRUB_MARK, MARK_LEN);
+    if (e->rc < 0)
         return 1;
+    if (e->first < 0)
+        e->first = (long)vid;
     e->hits++;
     e->done = end;
     return 0;
@@ -924,7 +1003,7 @@ static void out_rollback(struct rl_buf *out, size_t len)
 
 long rl_scrub_copy(const struct rl_scrub *s, const uint8_t *buf, size_t n, struct rl_buf *out)
 {
-    struct emitter e = {.out = out, .a = buf, .alen = n};
+    struct emitter e = {.out = out, .a = buf, .alen = n, .first = -1, .s = s};
     size_t old = out->len;
 
     if (n == 0)
@@ -950,6 +1029,7 @@ int rl_scrub_stream_new(const struct rl_scrub *s, struct rl_scrub_stream **out)
     if (!st)
         return AL_ERR_NOMEM;
     st->s = s;
+    st->first = -1;
     if (s->max_len > 1) {
         /* held bytes plus the stitch: at most 2 * (max_len - 1) */
         st->cap = 2 * (s->max_len - 1);
@@ -1002,7 +1082,8 @@ static int could_start(const struct rl_scrub *s, const uint8_t *d, size_t n)
 static int stream_release(struct rl_scrub_stream *st, struct rl_buf *out)
 {
     size_t t = st->held, k = 0;
-    struct emitter e = {.out = out, .a = st->hold, .alen = t, .done = st->covered};
+    struct emitter e = {
+        .out = out, .a = st->hold, .alen = t, .done = st->covered, .first = -1, .s = st->s};
 
     while (k < t && !could_start(st->s, st->hold + k, t - k))
         k++;
@@ -1018,6 +1099,8 @@ static int stream_release(struct rl_scrub_stream *st, struct rl_buf *out)
     OPENSSL_cleanse(st->hold + t - k, k);
     st->held = t - k;
     st->hits += e.hits;
+    if (st->first < 0)
+        st->first = e.first;
     return 0;
 }
 
@@ -1025,7 +1108,13 @@ int rl_scrub_stream_feed(struct rl_scrub_stream *st, const uint8_t *in, size_t n
                          struct rl_buf *out)
 {
     size_t keep = st->s->max_len ? st->s->max_len - 1 : 0, t = st->held, old = out->len, f;
-    struct emitter e = {.out = out, .a = st->hold, .alen = t, .b = in, .done = st->covered};
+    struct emitter e = {.out = out,
+                        .a = st->hold,
+                        .alen = t,
+                        .b = in,
+                        .done = st->covered,
+                        .first = -1,
+                        .s = st->s};
 
     if (st->failed)
         return AL_ERR_STATE;
@@ -1060,6 +1149,8 @@ int rl_scrub_stream_feed(struct rl_scrub_stream *st, const uint8_t *in, size_t n
     }
     st->held = keep;
     st->hits += e.hits;
+    if (st->first < 0)
+        st->first = e.first;
     e.rc = stream_release(st, out);
     return e.rc < 0 ? stream_fail(st, out, old, e.rc) : 0;
 }
@@ -1067,7 +1158,8 @@ int rl_scrub_stream_feed(struct rl_scrub_stream *st, const uint8_t *in, size_t n
 int rl_scrub_stream_finish(struct rl_scrub_stream *st, struct rl_buf *out)
 {
     size_t t = st->held, old = out->len;
-    struct emitter e = {.out = out, .a = st->hold, .alen = t, .done = st->covered};
+    struct emitter e = {
+        .out = out, .a = st->hold, .alen = t, .done = st->covered, .first = -1, .s = st->s};
 
     if (st->failed)
         return AL_ERR_STATE;
@@ -1082,6 +1174,8 @@ int rl_scrub_stream_finish(struct rl_scrub_stream *st, struct rl_buf *out)
     st->held = 0;
     st->covered = 0;
     st->hits += e.hits;
+    if (st->first < 0)
+        st->first = e.first;
     return 0;
 }
 
@@ -1093,6 +1187,11 @@ size_t rl_scrub_stream_held(const struct rl_scrub_stream *st)
 unsigned long rl_scrub_stream_hits(const struct rl_scrub_stream *st)
 {
     return st->hits;
+}
+
+long rl_scrub_stream_first(const struct rl_scrub_stream *st)
+{
+    return st->first;
 }
 
 void rl_scrub_stream_free(struct rl_scrub_stream *st)

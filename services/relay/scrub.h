@@ -16,7 +16,11 @@
  *     raw and as \/), with non-ASCII as \uHHHH (Python), with < > & as
  *     \u00XX (Go, Rails), and as .NET's default encoder writes it (< > & ' "
  *     + ` as \u00XX); each also escaped twice.
- * A match is replaced by RL_SCRUB_MARK. Matching is streaming: a value split
+ * A match is replaced by RL_SCRUB_MARK, or by the value's own replacement
+ * text when it was added with rl_scrub_add_as() (the egress proxy puts a
+ * credential's placeholder back where its value appeared). Values are
+ * numbered in the order they were added (0, 1, ...): rl_scrub_find() and
+ * rl_scrub_stream_first() say which value matched. Matching is streaming: a value split
  * across any number of chunks (TCP reads, HTTP/1.1 chunks, HTTP/2 DATA
  * frames, SSE events written in pieces) is found, because a stream holds back
  * the bytes that could be the start of a match (a proper prefix of some
@@ -58,6 +62,13 @@ int rl_scrub_new(struct rl_scrub **out);
  * [RL_SCRUB_MIN_VALUE, RL_SCRUB_MAX_VALUE]) or AL_ERR_NOMEM. */
 int rl_scrub_add(struct rl_scrub *s, const uint8_t *v, size_t n);
 
+/* As rl_scrub_add(), and matches of this value's forms are replaced by
+ * repl[0..repl_len) (copied; at most RL_SCRUB_MAX_VALUE bytes) instead of
+ * RL_SCRUB_MARK. Returns 0, AL_ERR_INVAL (also for repl NULL) or
+ * AL_ERR_NOMEM. */
+int rl_scrub_add_as(struct rl_scrub *s, const uint8_t *v, size_t n, const char *repl,
+                    size_t repl_len);
+
 /* Number of patterns and the longest one (for sizing hold-back buffers). */
 size_t rl_scrub_patterns(const struct rl_scrub *s);
 size_t rl_scrub_max_len(const struct rl_scrub *s);
@@ -68,6 +79,10 @@ void rl_scrub_free(struct rl_scrub *s);
 /* One-shot: does buf[0..n) contain any form of any value? For header values
  * and other small complete strings. Returns 1 or 0. */
 int rl_scrub_contains(const struct rl_scrub *s, const uint8_t *buf, size_t n);
+
+/* One-shot: the number of the value whose form matches first (leftmost, then
+ * longest) in buf[0..n), or -1 when none does. */
+long rl_scrub_find(const struct rl_scrub *s, const uint8_t *buf, size_t n);
 
 /* One-shot: appends buf with every match replaced to out. Returns the number
  * of replacements (>= 0) or a negative rl_buf_append() error. */
@@ -89,6 +104,9 @@ int rl_scrub_stream_finish(struct rl_scrub_stream *st, struct rl_buf *out);
 /* Bytes currently held back, and replacements made so far. */
 size_t rl_scrub_stream_held(const struct rl_scrub_stream *st);
 unsigned long rl_scrub_stream_hits(const struct rl_scrub_stream *st);
+
+/* The number of the value of the first replacement the stream made, or -1. */
+long rl_scrub_stream_first(const struct rl_scrub_stream *st);
 
 /* Wipes and frees. NULL is fine. */
 void rl_scrub_stream_free(struct rl_scrub_stream *st);

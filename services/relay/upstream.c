@@ -222,6 +222,10 @@ struct rl_upstream {
     SSL_CTX *ctx;
     struct rl_cidr allow[RL_UPSTREAM_MAX_ALLOW];
     size_t nallow;
+    unsigned addr_flags;
+    struct sockaddr_storage fixed[AL_RESOLVE_MAX]; /* opts.addrs: dialled instead of resolving */
+    socklen_t fixed_len[AL_RESOLVE_MAX];
+    size_t nfixed;
     double connect_timeout, head_timeout, idle_timeout, pool_idle;
     size_t max_idle, max_head;
     struct uconn *idle, *busy, *dead_conns;
@@ -1649,30 +1653,41 @@ static void dial_next(struct rl_ureq *r)
     req_fail(r, r->last_err ? r->last_err : AL_ERR_CLOSED, "upstream connection failed");
 }
 
+/* Keeps the addresses the policy allows as the ones to dial. */
+static void take_addrs(struct rl_ureq *r, const struct sockaddr_storage *addr, const socklen_t *len,
+                       size_t n)
+{
+    struct rl_upstream *u = r->u;
+    char abuf[AL_ADDR_STRLEN];
+
+    r->naddr = 0;
+    r->ndenied = 0;
+    for (size_t i = 0; i < n && i < AL_RESOLVE_MAX; i++) {
+        const struct sockaddr *sa = (const struct sockaddr *)&addr[i];
+        if (rl_addr_denied_ex(sa, u->allow, u->nallow, u->addr_flags)) {
+            r->ndenied++;
+            AL_LOG_WARN("upstream.denied", "upstream=%s req=%llu addr=%s", u->dest,
+                        (unsigned long long)r->id, al_addr_format(sa, abuf, sizeof(abuf)));
+            continue;
+        }
+        memcpy(&r->addr[r->naddr], &addr[i], len[i]);
+        r->alen[r->naddr] = len[i];
+        r->naddr++;
+    }
+}
+
 static void resolve_cb(struct al_resolve_req *q, int status, const struct al_resolve_result *res,
                        void *user)
 {
     struct rl_ureq *r = user;
-    struct rl_upstream *u = r->u;
-    char abuf[AL_ADDR_STRLEN];
     (void)q;
 
     r->rq = NULL;
     r->resolve_status = status;
     r->naddr = 0;
     r->ndenied = 0;
-    for (size_t i = 0; status == 0 && i < res->n; i++) {
-        const struct sockaddr *sa = (const struct sockaddr *)&res->addr[i];
-        if (rl_addr_denied(sa, u->allow, u->nallow)) {
-            r->ndenied++;
-            AL_LOG_WARN("upstream.denied", "upstream=%s req=%llu addr=%s", u->dest,
-                        (unsigned long long)r->id, al_addr_format(sa, abuf, sizeof(abuf)));
-            continue;
-        }
-        memcpy(&r->addr[r->naddr], &res->addr[i], res->len[i]);
-        r->alen[r->naddr] = res->len[i];
-        r->naddr++;
-    }
+    if (status == 0)
+        take_addrs(r, res->addr, res->len, res->n);
     /* act from the loop, not from inside c-ares */
     r->st = RQ_RESOLVED;
     req_kick(r);
@@ -1721,8 +1736,15 @@ static void req_acquire(struct rl_ureq *r)
             conn_close(c);
         }
     }
-    r->st = RQ_RESOLVE;
     r->conn_deadline = ev_now(u->loop) + u->connect_timeout;
+    if (u->nfixed) { /* resolved by the caller: straight to dialling */
+        r->resolve_status = 0;
+        take_addrs(r, u->fixed, u->fixed_len, u->nfixed);
+        r->st = RQ_RESOLVED;
+        req_kick(r);
+        return;
+    }
+    r->st = RQ_RESOLVE;
     rc = al_resolve(u->resolver, u->host, u->port, resolve_cb, r, &r->rq);
     if (rc < 0) {
         r->rq = NULL;
@@ -1985,7 +2007,8 @@ static int parse_url(struct rl_upstream *u, const char *url)
     return 0;
 }
 
-static int build_ctx(struct rl_upstream *u, const char *ca_file)
+/* Builds the client context into *out (freed by the caller on failure too). */
+static int build_ctx(const char *who, const char *ca_file, SSL_CTX **out)
 {
     static const unsigned char alpn[] = "\x08http/1.1";
     char err[256];
@@ -1993,7 +2016,7 @@ static int build_ctx(struct rl_upstream *u, const char *ca_file)
 
     if (!ctx)
         return AL_ERR_NOMEM;
-    u->ctx = ctx;
+    *out = ctx;
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
         return AL_ERR_TLS;
     /* TLS 1.2: forward-secret AEAD suites only (1.3 suites are all such) */
@@ -2007,14 +2030,13 @@ static int build_ctx(struct rl_upstream *u, const char *ca_file)
     if (ca_file && *ca_file) {
         if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
             al_tls_errstr(err, sizeof(err));
-            AL_LOG_ERROR("upstream.tls_load", "upstream=%s file=%s reason=\"CA bundle: %s\"",
-                         u->dest, ca_file, err);
+            AL_LOG_ERROR("upstream.tls_load", "upstream=%s file=%s reason=\"CA bundle: %s\"", who,
+                         ca_file, err);
             return AL_ERR_TLS;
         }
     } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
         al_tls_errstr(err, sizeof(err));
-        AL_LOG_ERROR("upstream.tls_load", "upstream=%s reason=\"system CA store: %s\"", u->dest,
-                     err);
+        AL_LOG_ERROR("upstream.tls_load", "upstream=%s reason=\"system CA store: %s\"", who, err);
         return AL_ERR_TLS;
     }
     if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0)
@@ -2023,6 +2045,23 @@ static int build_ctx(struct rl_upstream *u, const char *ca_file)
 }
 
 /* ------------------------------------------------------------- public API */
+
+int rl_upstream_client_ctx(const char *ca_file, SSL_CTX **out)
+{
+    SSL_CTX *ctx = NULL;
+    int rc;
+
+    if (!out)
+        return AL_ERR_INVAL;
+    *out = NULL;
+    rc = build_ctx("-", ca_file, &ctx);
+    if (rc < 0) {
+        SSL_CTX_free(ctx);
+        return rc;
+    }
+    *out = ctx;
+    return 0;
+}
 
 int rl_upstream_new(struct ev_loop *loop, const struct rl_upstream_opts *o,
                     struct rl_upstream **out)
@@ -2033,10 +2072,15 @@ int rl_upstream_new(struct ev_loop *loop, const struct rl_upstream_opts *o,
     if (!out)
         return AL_ERR_INVAL;
     *out = NULL;
-    if (!loop || !o || !o->resolver || o->nallow > RL_UPSTREAM_MAX_ALLOW ||
+    if (!loop || !o || (!o->resolver && !o->naddrs) || o->nallow > RL_UPSTREAM_MAX_ALLOW ||
         (o->nallow && !o->allow) || o->connect_timeout_s < 0 || o->head_timeout_s < 0 ||
-        o->idle_timeout_s < 0 || o->pool_idle_s < 0)
+        o->idle_timeout_s < 0 || o->pool_idle_s < 0 || o->naddrs > AL_RESOLVE_MAX ||
+        (o->naddrs && (!o->addrs || !o->addr_lens)))
         return AL_ERR_INVAL;
+    for (size_t i = 0; i < o->naddrs; i++)
+        if (o->addr_lens[i] == 0 || o->addr_lens[i] > sizeof(struct sockaddr_storage) ||
+            (o->addrs[i].ss_family != AF_INET && o->addrs[i].ss_family != AF_INET6))
+            return AL_ERR_INVAL;
     for (size_t i = 0; i < o->nallow; i++)
         if ((o->allow[i].family != AF_INET || o->allow[i].prefix > 32) &&
             (o->allow[i].family != AF_INET6 || o->allow[i].prefix > 128))
@@ -2054,14 +2098,24 @@ int rl_upstream_new(struct ev_loop *loop, const struct rl_upstream_opts *o,
     if (o->nallow)
         memcpy(u->allow, o->allow, o->nallow * sizeof(*o->allow));
     u->nallow = o->nallow;
+    u->addr_flags = o->addr_flags;
+    for (size_t i = 0; i < o->naddrs; i++) {
+        memcpy(&u->fixed[i], &o->addrs[i], o->addr_lens[i]);
+        u->fixed_len[i] = o->addr_lens[i];
+    }
+    u->nfixed = o->naddrs;
     u->connect_timeout = o->connect_timeout_s > 0 ? o->connect_timeout_s : 5;
     u->head_timeout = o->head_timeout_s > 0 ? o->head_timeout_s : 60;
     u->idle_timeout = o->idle_timeout_s > 0 ? o->idle_timeout_s : 300;
     u->pool_idle = o->pool_idle_s > 0 ? o->pool_idle_s : 30;
     u->max_idle = o->max_idle ? o->max_idle : 32;
     u->max_head = o->max_head ? o->max_head : 64 * 1024;
-    if (u->https)
-        rc = build_ctx(u, o->ca_file);
+    if (u->https && o->ssl_ctx) {
+        SSL_CTX_up_ref(o->ssl_ctx);
+        u->ctx = o->ssl_ctx;
+    } else if (u->https) {
+        rc = build_ctx(u->dest, o->ca_file, &u->ctx);
+    }
 out:
     if (rc < 0) {
         upstream_destroy(u);

@@ -22,7 +22,10 @@
  *   allow entry for the IPv6 range never lets an embedded loopback through.
  * Private RFC 1918 ranges are allowed: private MCP servers live there.
  * A name whose every address is denied fails the request with
- * AL_ERR_AUTH ("upstream address denied").
+ * AL_ERR_AUTH ("upstream address denied"). The egress proxy opts into a
+ * stricter policy (rl_addr_denied_ex flags: private ranges denied unless
+ * allowed, the ranges above never re-opened), dials addresses it resolved
+ * itself (opts.addrs) and shares one TLS client context (opts.ssl_ctx).
  *
  * Requests. rl_ureq_start() takes a pooled idle keep-alive connection to the
  * route's origin or opens a new one (TCP, then TLS 1.2+ with the server's
@@ -49,6 +52,7 @@
 #include <sys/socket.h>
 
 #include <ev.h>
+#include <openssl/ssl.h>
 
 #include "h1.h"
 
@@ -66,18 +70,42 @@ struct rl_cidr {
 int rl_cidr_parse(const char *s, struct rl_cidr *out); /* 0 or AL_ERR_INVAL */
 int rl_addr_denied(const struct sockaddr *sa, const struct rl_cidr *allow, size_t nallow);
 
+/* Flags of rl_addr_denied_ex() (opt-in; the gateway uses none).
+ * RL_ADDR_DENY_PRIVATE: 10/8, 172.16/12, 192.168/16, fc00::/7 and fec0::/10
+ * are denied too unless an allow entry covers them. RL_ADDR_NO_OVERRIDE:
+ * allow entries never re-open the ranges listed above. */
+#define RL_ADDR_DENY_PRIVATE 0x1u
+#define RL_ADDR_NO_OVERRIDE  0x2u
+/* As rl_addr_denied() with flags; rl_addr_denied() is flags 0. */
+int rl_addr_denied_ex(const struct sockaddr *sa, const struct rl_cidr *allow, size_t nallow,
+                      unsigned flags);
+
 struct rl_upstream_opts {
     const char *url;     /* "http://host[:port][/base]" or "https://..." (copied) */
     const char *ca_file; /* https: CA bundle; NULL = the system store */
     const struct rl_cidr *allow; /* copied */
     size_t nallow;
-    struct al_resolver *resolver; /* borrowed; must outlive the upstream */
+    struct al_resolver *resolver; /* borrowed; must outlive the upstream (NULL with addrs) */
     double connect_timeout_s;     /* TCP + TLS; 0 = 5 s */
     double head_timeout_s;        /* request sent -> response head; 0 = 60 s */
     double idle_timeout_s;        /* between response body bytes; 0 = 300 s */
     double pool_idle_s;           /* idle pooled connection kept; 0 = 30 s */
     size_t max_idle;              /* pooled connections kept; 0 = 32 */
     size_t max_head;              /* response head bytes; 0 = 64 KiB */
+
+    /* Opt-in (the egress proxy; the gateway leaves them zero). addr_flags:
+     * RL_ADDR_* for rl_addr_denied_ex(). addrs: addresses already resolved
+     * and checked by the caller (at most AL_RESOLVE_MAX, copied): every new
+     * connection dials these in order and never resolves the URL's host,
+     * which stays the TLS name (SNI, certificate check) and the Host; each
+     * is checked against the address policy again. ssl_ctx (https): a
+     * client context from rl_upstream_client_ctx() used instead of building
+     * one from ca_file (the upstream takes a reference). */
+    unsigned addr_flags;
+    const struct sockaddr_storage *addrs;
+    const socklen_t *addr_lens;
+    size_t naddrs;
+    SSL_CTX *ssl_ctx;
 };
 
 struct rl_upstream;
@@ -108,6 +136,13 @@ struct rl_ureq_cbs {
 int rl_upstream_new(struct ev_loop *loop, const struct rl_upstream_opts *o,
                     struct rl_upstream **out);
 void rl_upstream_free(struct rl_upstream *u);
+
+/* The TLS client context an upstream builds for itself (TLS 1.2+, forward-
+ * secret AEAD suites, peer verification against ca_file or the system
+ * store, ALPN http/1.1, plaintext cleansed), for sharing between many
+ * upstreams through rl_upstream_opts.ssl_ctx. Returns 0 (SSL_CTX_free it)
+ * or AL_ERR_TLS / AL_ERR_NOMEM. */
+int rl_upstream_client_ctx(const char *ca_file, SSL_CTX **out);
 
 /* "host[:port]" of the origin as credstore destinations spell it
  * ("http://host:port" for plain http), and the base path ("/mcp"). */
