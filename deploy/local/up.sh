@@ -10,6 +10,9 @@
 # gRPC (TunnelStatus) 7422; ops: intake 9400, credstore 9410, relay 9420,
 # gateway 9430, executors 9440+; the example private MCP server 8931.
 #
+# With airlock-egress built, the executors run the egress proxy: jobs of pool
+# "default" may ask for network mode PROXY to the example ceiling below.
+#
 # With relay and gateway built, it also runs the tunnel: an example private
 # MCP server (deploy/local/mcp-example, official MCP TypeScript SDK, installed
 # with npm ci from its lock file) that demands a bearer token only credstore
@@ -107,10 +110,32 @@ if [[ -x $BIN/airlock-intake ]]; then
   fi
 fi
 if [[ -x $BIN/airlock-executor ]]; then
+  # With the egress proxy built, jobs of pool "default" may use network mode
+  # PROXY inside a small example ceiling (public package and API hosts,
+  # GitHub's API read-only); credentials they bind are resolved from the
+  # local credstore and every request is audited there.
+  EGRESS=()
+  if [[ -x $BIN/airlock-egress && -x $BIN/airlock-credstore ]]; then
+    EGRESS=(
+      "credstore = { addr = \"127.0.0.1:7410\"; };"
+      "egress = {"
+      "  enabled = true;"
+      "  limits = { connections = 32; requests_per_second = 50; burst = 100; };"
+      "  pools = ("
+      "    { name = \"default\"; destinations = ("
+      "        { host = \"api.github.com\"; methods = [\"GET\", \"HEAD\"]; },"
+      "        { host = \"pypi.org\"; },"
+      "        { host = \"files.pythonhosted.org\"; },"
+      "        { host = \"registry.npmjs.org\"; }"
+      "    ); }"
+      "  );"
+      "};"
+    )
+  fi
   for n in 0 1; do
     write_config "executor-$n" "executor-executor-$n" "" "127.0.0.1:944$n" \
       "intake = { addr = \"127.0.0.1:7400\"; };" \
-      "slots = 4;"
+      "slots = 4;" "${EGRESS[@]}"
     start "executor-$n" airlock-executor "(dials intake)" "127.0.0.1:944$n"
   done
 fi
@@ -216,7 +241,7 @@ EOF
 fi
 
 missing=()
-for b in airlock-intake airlock-executor airlock-credstore airlock-relay airlock-gateway; do
+for b in airlock-intake airlock-executor airlock-egress airlock-credstore airlock-relay airlock-gateway; do
   [[ -x $BIN/$b ]] || missing+=("$b")
 done
 

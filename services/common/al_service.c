@@ -112,6 +112,21 @@ int al_service_load_config(const char *prog, const char *summary, void *cfg, siz
     return 0;
 }
 
+int al_service_strip_check(int argc, char **argv, char **out, int *check)
+{
+    int n = 0;
+
+    *check = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--check-config") == 0)
+            *check = 1;
+        else
+            out[n++] = argv[i];
+    }
+    out[n] = NULL;
+    return n;
+}
+
 void al_service_free_config(void *cfg, size_t common_off, const struct al_cfg_field *own_fields,
                             size_t nown)
 {

@@ -79,6 +79,15 @@ int al_service_load_config(const char *prog, const char *summary, void *cfg, siz
                            const struct al_cfg_field *own_fields, size_t nown, int argc,
                            char **argv);
 
+/*
+ * For services whose own checks must run before "config ok": copies argv
+ * into out (room for argc + 1 pointers; strings borrowed, NULL-terminated)
+ * without any "--check-config", which al_service_load_config() would act on
+ * before those checks ran. Returns the new argc; *check = 1 when the flag
+ * was given (validate, print "config ok", exit 0).
+ */
+int al_service_strip_check(int argc, char **argv, char **out, int *check);
+
 /* Frees what al_service_load_config() stored in cfg. */
 void al_service_free_config(void *cfg, size_t common_off, const struct al_cfg_field *own_fields,
                             size_t nown);

@@ -10,17 +10,17 @@
  * leaves only after that record is durable (svc.h); if the write fails the
  * request is denied and the value wiped unsent.
  *
- * AppendAudit: an edge records its own uses of a cached value; each record
- * must refer to a grant in the batch that verifies and names the caller as
- * holder, name a credential that grant names, and stay within the field
- * limits (path and reason 1024 bytes, destination 300, method 32,
- * request_id and tool 256). No text field may contain the value of the
- * record's credential (raw, hex or base64, checked against the current and
- * the named version): the chain is append-only, so a value written there
- * could never be removed. The batch id is 32 hex digits; a batch id already
- * committed for this caller is acknowledged without being appended twice.
- * A refused batch appends none of its records, only one APPEND_AUDIT DENY
- * record saying why, and the error is sent once that record is durable.
+ * AppendAudit: an edge records its own uses of values (and of requests
+ * that used none: an egress proxy job's traffic); each record must refer to
+ * a grant in the batch that verifies and names the caller as holder, and
+ * follow edgerec.h (a credential its grant names, or none; field limits). No
+ * text field may contain a credential's value (raw, hex or base64; the
+ * record's credential at its current and named version, or for a record
+ * without one every credential its grant names): the chain is append-only,
+ * so a value written there could never be removed. The batch id is 32 hex digits; a batch id
+ * already committed for this caller is acknowledged without being appended twice. A refused batch
+ * appends none of its records, only one APPEND_AUDIT DENY record saying why, and the error is sent
+ * once that record is durable.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +36,7 @@
 #include "al_metrics.h"
 #include "crypto.h"
 #include "dest.h"
+#include "edgerec.h"
 #include "svc.h"
 
 #define ACT(x)    AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_##x
@@ -312,13 +313,6 @@ out:
 
 /* ---------- AppendAudit ---------- */
 
-/* Longest text fields of an EdgeUseRecord (bytes). path is the proto's own
- * limit; the others bound what an edge can make the chain store. */
-#define REC_PATH_MAX   1024
-#define REC_REASON_MAX 1024
-#define REC_DEST_MAX   300
-#define REC_METHOD_MAX 32
-#define REC_ID_MAX     256 /* request_id, tool */
 /* Values shorter than this are not looked for in records (too many false hits). */
 #define LEAK_MIN_VALUE 8
 #define LEAK_FORMS     8
@@ -393,70 +387,6 @@ static int is_hex32(const char *s)
               (s[n] >= 'A' && s[n] <= 'F')))
             return 0;
     return n == 32;
-}
-
-/* A relay grant may name every credential as {"*"} (grant.proto). */
-static int names_credential(const Airlock__V1__Grant *g, const char *name)
-{
-    if (g->issuer && strncmp(g->issuer, "spiffe://airlock/relay/", 23) == 0 &&
-        g->n_credentials == 1 && strcmp(g->credentials[0], CS_GRANT_ANY) == 0)
-        return 1;
-    for (size_t i = 0; i < g->n_credentials; i++)
-        if (strcmp(g->credentials[i], name) == 0)
-            return 1;
-    return 0;
-}
-
-/* The text fields of a record, for the length caps and the value search. */
-struct rec_text {
-    const char *field;
-    const char *s;
-    size_t max;
-};
-
-static size_t rec_texts(const Airlock__V1__EdgeUseRecord *e, struct rec_text t[6])
-{
-    t[0] = (struct rec_text){"path", e->path, REC_PATH_MAX};
-    t[1] = (struct rec_text){"reason", e->reason, REC_REASON_MAX};
-    t[2] = (struct rec_text){"destination", e->destination, REC_DEST_MAX};
-    t[3] = (struct rec_text){"method", e->method, REC_METHOD_MAX};
-    t[4] = (struct rec_text){"request_id", e->request_id, REC_ID_MAX};
-    t[5] = (struct rec_text){"tool", e->tool, REC_ID_MAX};
-    return 6;
-}
-
-/* Checks record i against its grant g; on a problem writes it to msg. */
-static int check_record(const Airlock__V1__EdgeUseRecord *e, const Airlock__V1__Grant *g, size_t i,
-                        char *msg, size_t n)
-{
-    struct rec_text t[6];
-    size_t nt = rec_texts(e, t);
-    int d = e->decision;
-
-    if (!g) {
-        snprintf(msg, n, "record %zu: grant_id names no grant of the batch", i);
-        return -1;
-    }
-    if (!e->credential || !e->credential[0] || !names_credential(g, e->credential)) {
-        snprintf(msg, n, "record %zu: credential is not one its grant names", i);
-        return -1;
-    }
-    if (d != 0 && d != AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW && d != DENY) {
-        snprintf(msg, n, "record %zu: decision must be ALLOW or DENY", i);
-        return -1;
-    }
-    if (e->version < 0 || e->request_bytes < 0 || e->response_bytes < 0 ||
-        (e->status != 0 && (e->status < 100 || e->status > 599))) {
-        snprintf(msg, n, "record %zu: version, status or byte counts out of range", i);
-        return -1;
-    }
-    for (size_t k = 0; k < nt; k++) {
-        if (t[k].s && strlen(t[k].s) > t[k].max) {
-            snprintf(msg, n, "record %zu: %s is longer than %zu bytes", i, t[k].field, t[k].max);
-            return -1;
-        }
-    }
-    return 0;
 }
 
 /*
@@ -547,41 +477,57 @@ static int leak_in(const struct leak *l, const char *s)
 }
 
 /*
- * Looks for the value of each record's credential (its current version and
- * the version the record names) in every text field of the record: a value
- * that reaches the chain could never be removed from it. Each distinct
- * (credential, version) is decrypted once. On a hit writes the problem to
- * msg (never the value) and returns 1; otherwise 0 or AL_ERR_NOMEM.
+ * Looks for credential values in every text field of each record (which
+ * values: cs_edgerec_values(), the record's credential at its current and
+ * named version, or for a record without a credential every credential its
+ * grant names): a value that reaches the chain could never be removed from
+ * it. Each distinct (credential, version) is decrypted once. On a hit
+ * writes the problem to msg (never the value) and returns 1; otherwise 0 or
+ * AL_ERR_NOMEM.
  */
 static int check_values(struct cs_svc *cs, struct al_grpc_call *call,
-                        const Airlock__V1__AppendAuditRequest *r, char *msg, size_t n)
+                        const Airlock__V1__AppendAuditRequest *r, Airlock__V1__Grant **gs,
+                        char *msg, size_t n)
 {
-    struct leak *ls = calloc(2 * r->n_records, sizeof(*ls));
-    size_t nl = 0;
+    size_t cap = 2 * r->n_records, nl = 0, wcap = 2;
+    struct cs_rec_value *want;
+    struct leak *ls;
     int rc = 0;
 
-    if (!ls)
+    for (size_t i = 0; i < r->n_grants; i++) {
+        size_t nc = gs[i] ? gs[i]->n_credentials : 0;
+        cap += nc;
+        wcap = nc + 2 > wcap ? nc + 2 : wcap;
+    }
+    ls = calloc(cap ? cap : 1, sizeof(*ls));
+    want = calloc(wcap, sizeof(*want));
+    if (!ls || !want) {
+        free(ls);
+        free(want);
         return AL_ERR_NOMEM;
+    }
     for (size_t i = 0; rc == 0 && i < r->n_records; i++) {
         const Airlock__V1__EdgeUseRecord *e = r->records[i];
-        int32_t vers[2] = {0, e->version};
-        struct rec_text t[6];
-        size_t nt = rec_texts(e, t);
-        for (int k = 0; rc == 0 && k < (e->version > 0 ? 2 : 1); k++) {
+        const Airlock__V1__Grant *g = find_grant(gs, r->n_grants, e->grant_id ? e->grant_id : "");
+        struct cs_rec_text t[CS_REC_TEXTS];
+        size_t nt = cs_edgerec_texts(e, t);
+        size_t nw = cs_edgerec_values(e, g, want, wcap);
+        for (size_t k = 0; rc == 0 && k < nw; k++) {
             struct leak *l = NULL;
             for (size_t j = 0; j < nl && !l; j++)
-                if (ls[j].version == vers[k] && strcmp(ls[j].name, e->credential) == 0)
+                if (ls[j].version == want[k].version && strcmp(ls[j].name, want[k].name) == 0)
                     l = &ls[j];
-            if (!l) {
+            if (!l && nl < cap) {
                 l = &ls[nl++];
-                l->name = e->credential;
-                l->version = vers[k];
+                l->name = want[k].name;
+                l->version = want[k].version;
                 rc = leak_load(cs, call, l);
             }
-            for (size_t f = 0; rc == 0 && f < nt; f++) {
+            for (size_t f = 0; l && rc == 0 && f < nt; f++) {
                 if (leak_in(l, t[f].s)) {
-                    snprintf(msg, n, "record %zu: %s contains the credential's value", i,
-                             t[f].field);
+                    snprintf(msg, n, "record %zu: %s contains %s value", i, t[f].field,
+                             e->credential && e->credential[0] ? "the credential's"
+                                                               : "a credential's");
                     rc = 1;
                 }
             }
@@ -590,6 +536,7 @@ static int check_values(struct cs_svc *cs, struct al_grpc_call *call,
     for (size_t j = 0; j < nl; j++)
         leak_free(&ls[j]);
     free(ls);
+    free(want);
     return rc;
 }
 
@@ -696,13 +643,13 @@ static void append_cb(struct al_grpc_call *call, const ProtobufCMessage *req, vo
     }
     for (size_t i = 0; i < r->n_records; i++) {
         const Airlock__V1__EdgeUseRecord *e = r->records[i];
-        if (check_record(e, find_grant(gs, r->n_grants, e->grant_id ? e->grant_id : ""), i, msg,
-                         sizeof(msg)) < 0) {
+        if (cs_edgerec_check(e, find_grant(gs, r->n_grants, e->grant_id ? e->grant_id : ""), i, msg,
+                             sizeof(msg)) < 0) {
             append_refuse(cs, call, bid, AL_GRPC_INVALID_ARGUMENT, REASON(INVALID_FIELD), msg);
             goto out;
         }
     }
-    int rc = check_values(cs, call, r, msg, sizeof(msg));
+    int rc = check_values(cs, call, r, gs, msg, sizeof(msg));
     if (rc < 0)
         goto nomem;
     if (rc > 0) {

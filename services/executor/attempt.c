@@ -19,6 +19,7 @@
 
 #include <openssl/crypto.h>
 
+#include "al_edge.h"
 #include "al_err.h"
 #include "al_grpc.h"
 #include "al_grpc_client.h"
@@ -40,24 +41,6 @@ static int64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* The ErrorDetail reason of a finished call (0 if none). */
-static int error_reason(struct al_grpc_ccall *cc)
-{
-    size_t len = 0;
-    const char *bin = al_grpc_ccall_metadata(cc, "airlock-error-bin", &len);
-    Airlock__V1__ErrorDetail *d;
-    int r = 0;
-
-    if (!bin || !len)
-        return 0;
-    d = airlock__v1__error_detail__unpack(NULL, len, (const uint8_t *)bin);
-    if (d) {
-        r = d->reason;
-        airlock__v1__error_detail__free_unpacked(d, NULL);
-    }
-    return r;
 }
 
 void ex_attempt_ref(const struct ex_attempt *a, Airlock__V1__LeaseRef *ref)
@@ -332,7 +315,7 @@ static void push_done(struct al_grpc_ccall *cc, int status, const char *msg, voi
         return;
     }
     if (status == AL_GRPC_FAILED_PRECONDITION &&
-        error_reason(cc) == AIRLOCK__V1__ERROR_REASON__ERROR_REASON_LEASE_LOST) {
+        al_edge_error_reason(cc) == AIRLOCK__V1__ERROR_REASON__ERROR_REASON_LEASE_LOST) {
         lost(a, "intake refused a report: lease lost");
         return;
     }
@@ -429,7 +412,7 @@ static void finish_done(struct al_grpc_ccall *cc, int status, const char *msg, v
         maybe_free(a);
         return;
     }
-    reason = error_reason(cc);
+    reason = al_edge_error_reason(cc);
     if (status == AL_GRPC_FAILED_PRECONDITION &&
         reason == AIRLOCK__V1__ERROR_REASON__ERROR_REASON_SEQUENCE_GAP) {
         a->sent_seq = a->acked_seq; /* re-push what intake does not have */
@@ -637,11 +620,12 @@ void ex_attempt_exited(struct ex_attempt *a, Airlock__V1__JobState state,
 static void fail_now(struct ex_attempt *a, int reason, const char *why)
 {
     Airlock__V1__JobResult res = AIRLOCK__V1__JOB_RESULT__INIT;
+    char q[600];
 
     res.failure_reason = (Airlock__V1__FailureReason)reason;
     res.failure_message = (char *)why;
-    AL_LOG_WARN("executor.job_failed", "job=%s attempt=%d reason=\"%s\"", a->job_id, a->attempt,
-                why);
+    AL_LOG_WARN("executor.job_failed", "job=%s attempt=%d reason=%s", a->job_id, a->attempt,
+                al_log_quote(q, sizeof(q), why, strlen(why)));
     ex_attempt_exited(a, AIRLOCK__V1__JOB_STATE__JOB_STATE_FAILED, &res);
 }
 

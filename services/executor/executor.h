@@ -14,6 +14,9 @@
  *                so a job never runs twice at once
  *   run.c        the sandbox side of an attempt (services/sandbox), sessions'
  *                workspaces
+ *   egress.c     the egress proxy process (airlock-egress) and its control
+ *                socket; egress_job.c one job's proxy; egress_policy.c the
+ *                ceiling checks (see egress.h)
  *   exconfig.c   configuration
  *   main.c       startup, drain on SIGTERM
  *
@@ -42,6 +45,7 @@ struct al_grpc_ccall;
 struct al_metric;
 struct ex_run;
 struct ex_host;
+struct ex_egress;
 
 #define EX_TOKEN_LEN   16
 #define EX_INSTANCE_ID 33 /* 32 hex + NUL */
@@ -108,7 +112,8 @@ struct ex {
     char instance_id[EX_INSTANCE_ID];
     struct al_tls *client_tls;
     struct al_grpc_channel *ch;
-    struct ex_host *host; /* run.c: the sandbox host */
+    struct ex_host *host;     /* run.c: the sandbox host */
+    struct ex_egress *egress; /* egress.c: the proxy; NULL without egress.enabled */
 
     /* lease stream */
     struct al_grpc_ccall *lease_call;
@@ -128,7 +133,7 @@ struct ex {
      * next ones (at most `slots`): 64 KiB each, not allocated per attempt */
     void *spare_pending;
     size_t n_spare_pending;
-    int draining;    /* 1 draining, 2 drained */
+    int draining;    /* 1 draining, 2 jobs done (egress records flushing), 3 drained */
     int drain_phase; /* 0 jobs may finish, 1 handed back, reports pending */
     ev_timer drain_w;
 
@@ -168,11 +173,19 @@ void ex_heartbeat_interval(struct ex *ex, int64_t interval_ms);
 /* ---- run.c ---- */
 int ex_host_new(struct ex *ex, char *why, size_t n);
 void ex_host_free(struct ex *ex);
-/* Starts the attempt's sandbox; on failure fills why (safe for the agent) and
- * *reason (FailureReason) and returns < 0. */
+/* Starts the attempt's sandbox (for a job with network access: its egress
+ * proxy first, then the sandbox; the attempt ends through
+ * ex_attempt_exited() either way, never from inside this call). On failure
+ * fills why (safe for the agent) and *reason (FailureReason) and returns
+ * < 0. */
 int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n);
+/* Stops the attempt's sandbox, or its preparation (ends from the loop). */
 void ex_run_kill(struct ex_attempt *a);
 void ex_run_free(struct ex_attempt *a);
+/* The attempt got a renewed grant: its egress proxy is told. */
+void ex_run_grant(struct ex_attempt *a);
+/* The sandbox host's name (names the run directories). */
+const char *ex_host_name(const struct ex *ex);
 
 /* ---- main.c ---- */
 /* Now on the loop's monotonic clock. */

@@ -6,8 +6,9 @@
  * ACTIVE extends the lease from when the request was sent (conservative:
  * intake extended it later than that), CANCEL_REQUESTED stops the job for
  * cancellation, LOST stops it and ends the attempt silently. A fresh grant
- * replaces the attempt's. When heartbeats fail, nothing is extended and each
- * attempt's fence timer stops its job before the lease could lapse.
+ * replaces the attempt's (and goes to its egress proxy). When heartbeats
+ * fail, nothing is extended and each attempt's fence timer stops its job
+ * before the lease could lapse.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ static void hb_msg(struct al_grpc_ccall *cc, const ProtobufCMessage *m, void *us
                     if (a->grant)
                         airlock__v1__signed_grant__free_unpacked(a->grant, NULL);
                     a->grant = g;
+                    ex_run_grant(a); /* the egress proxy uses it from now on */
                 }
                 free(buf);
             }

@@ -5,11 +5,16 @@
  * our certificate (intake names it as lease holder), probe the sandbox host
  * (namespaces, cgroups: which mechanism enforces which limit), pick a random
  * instance id, open a client channel to intake (mTLS, intake's identity
- * checked), open the Lease stream, start heartbeats. The executor does not
- * listen for gRPC (listen = "" by default): only the ops port (/metrics,
- * /healthz, /readyz) is served.
+ * checked), with egress.enabled start the egress proxy (egress.c) and the
+ * credstore link, open the Lease stream, start heartbeats. The executor
+ * does not listen for gRPC (listen = "" by default): only the ops port
+ * (/metrics, /healthz, /readyz; not ready without a Lease stream or while
+ * the egress proxy is down) is served. --check-config also runs the
+ * cross-field checks (ex_config_check).
  * SIGTERM: stop leasing, let running jobs finish for drain.grace, then stop
- * the rest and give them back to intake (Finish with requeue), then exit.
+ * the rest and give them back to intake (Finish with requeue); then the
+ * proxy's last use records (JobClosed) and the audit queue are flushed to
+ * credstore, then exit.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -27,6 +32,7 @@
 #include "al_metrics.h"
 #include "al_pki.h"
 #include "al_tls.h"
+#include "egress.h"
 #include "executor.h"
 
 ev_tstamp ex_now(const struct ex *ex)
@@ -152,6 +158,12 @@ static void drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+static void egress_drained(struct ex *ex)
+{
+    ex->draining = 3;
+    al_service_release(&ex->svc);
+}
+
 void ex_maybe_drained(struct ex *ex)
 {
     if (!ex->draining || ex->n_attempts)
@@ -160,7 +172,8 @@ void ex_maybe_drained(struct ex *ex)
     if (ex->draining == 1) {
         ex->draining = 2;
         AL_LOG_INFO("executor.drain", "reason=\"every job finished or handed back\"");
-        al_service_release(&ex->svc);
+        /* then the proxy's last records and the audit queue */
+        ex_egress_drain(ex, egress_drained);
     }
 }
 
@@ -187,6 +200,10 @@ static int ready(struct al_service *svc, char *why, size_t n)
         snprintf(why, n, "no Lease stream to intake at %s", ex->cfg.intake_addr);
         return 0;
     }
+    if (ex->cfg.egress_enabled && !ex_egress_up(ex->egress)) {
+        snprintf(why, n, "the egress proxy is not running (it is being restarted)");
+        return 0;
+    }
     return 1;
 }
 
@@ -195,16 +212,33 @@ int main(int argc, char **argv)
     static struct ex ex;
     size_t nf;
     const struct al_cfg_field *fields = ex_config_fields(&nf);
-    char why[512];
-    int rc;
+    char why[512], **args = calloc((size_t)argc + 1, sizeof(char *));
+    int rc, check, nargs;
 
-    rc =
-        al_service_load_config("airlock-executor",
-                               "sandbox executor: leases jobs from airlock-intake (dialling out) "
-                               "and runs each in a fresh Linux sandbox",
-                               &ex.cfg, offsetof(struct ex_config, common), fields, nf, argc, argv);
-    if (rc != 0)
+    if (!args)
+        return 2;
+    /* ex_config_check() runs before "config ok" */
+    nargs = al_service_strip_check(argc, argv, args, &check);
+    rc = al_service_load_config("airlock-executor",
+                                "sandbox executor: leases jobs from airlock-intake (dialling out) "
+                                "and runs each in a fresh Linux sandbox",
+                                &ex.cfg, offsetof(struct ex_config, common), fields, nf, nargs,
+                                args);
+    if (rc != 0) {
+        free(args);
         return rc > 0 ? 0 : 2;
+    }
+    free(args);
+    if (ex_config_check(&ex.cfg, why, sizeof(why)) < 0) {
+        fprintf(stderr, "airlock-executor: %s\n", why);
+        al_service_free_config(&ex.cfg, offsetof(struct ex_config, common), fields, nf);
+        return 2;
+    }
+    if (check) {
+        printf("config ok\n");
+        al_service_free_config(&ex.cfg, offsetof(struct ex_config, common), fields, nf);
+        return 0;
+    }
     al_log_set_service("executor");
     /* egress only: nothing listens for gRPC, whatever `listen` says */
     free(ex.cfg.common.listen);
@@ -226,15 +260,25 @@ int main(int argc, char **argv)
     }
     if ((rc = open_channel(&ex)) < 0)
         goto out;
+    if (ex.cfg.egress_enabled) {
+        why[0] = '\0';
+        rc = ex_egress_start(&ex, why, sizeof(why));
+        if (rc < 0) {
+            fprintf(stderr, "airlock-executor: egress proxy: %s\n", why[0] ? why : al_strerror(rc));
+            goto out;
+        }
+    }
     ex_heartbeat_start(&ex);
     ex_lease_start(&ex);
-    AL_LOG_INFO("executor.start", "self=%s instance=%s intake=%s slots=%d", ex.self_id,
-                ex.instance_id, ex.cfg.intake_addr, ex.cfg.slots);
+    AL_LOG_INFO("executor.start", "self=%s instance=%s intake=%s slots=%d egress=%s", ex.self_id,
+                ex.instance_id, ex.cfg.intake_addr, ex.cfg.slots,
+                ex.cfg.egress_enabled ? "on" : "off");
     rc = al_service_run(&ex.svc);
     ex_heartbeat_stop(&ex);
     ex_lease_stop(&ex);
 out:
     ex_attempts_free_all(&ex);
+    ex_egress_free(&ex);
     if (ex.ch) {
         al_grpc_channel_free(ex.ch);
         ev_run(ex.svc.loop, EVRUN_NOWAIT); /* let the closed connection be reaped */

@@ -17,18 +17,33 @@
  * executor has expired reports workspace_reset (intake reports the case where
  * the session moved between executors).
  *
- * Network: NETWORK_MODE_NONE only (an empty network namespace). Jobs asking
- * for the egress proxy or binding credentials are refused (POLICY_DENIED)
- * until the proxy exists, so no job silently runs without what it asked for.
+ * Network: a job without network access gets an empty network namespace.
+ * A job with network mode PROXY (or credential bindings) first gets its
+ * egress proxy (egress_job.c: ceiling check, credentials resolved, JobOpen,
+ * JobOpened, CA bundle); its sandbox then starts with sb_request.proxy_port
+ * (the sandbox's init listens on 127.0.0.1/[::1]:<port> inside the empty
+ * namespace; the descriptors go to the proxy with JobListen), the proxy and
+ * placeholder variables in env_internal, and, when the job needs
+ * interception, its CA bundle bound read-only over the system bundle. When
+ * the job ends for any reason its proxy is closed (JobClose). A job stopped
+ * while its proxy is still being prepared ends from the loop (a deferred
+ * end, never from inside the stop call). If the proxy dies while the job
+ * runs, the sandbox is killed and the job FAILED (INTERNAL), never left
+ * without its only route out. Executors with egress.enabled = false refuse
+ * such jobs (POLICY_DENIED), so no job silently runs without what it asked
+ * for.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
 #include "al_err.h"
 #include "al_log.h"
+#include "egress.h"
+#include "egress_policy.h"
 #include "executor.h"
 #include "sandbox.h"
 
@@ -66,7 +81,18 @@ struct ex_run {
     struct ex_session *session; /* session workspace in use, or NULL (the job's own
                                    workspace is private to its sandbox) */
     int workspace_reset;
-    struct sb_env *env;
+    struct sb_env *env, *env_int;
+    /* egress proxy (network mode PROXY) */
+    struct ex_ejob *ej;
+    int preparing;   /* waiting for the proxy: no sandbox yet */
+    int egress_lost; /* the proxy died while the sandbox ran */
+    char lost_why[200];
+    /* an end before the sandbox started, delivered from the loop */
+    ev_timer defer_w;
+    int deferred;
+    Airlock__V1__JobState defer_state;
+    int defer_reason;
+    char defer_why[400];
 };
 
 /* ---------- sessions ---------- */
@@ -372,9 +398,13 @@ static void run_release(struct ex_run *r)
 {
     struct ex_host *h = r->a->ex->host;
 
+    ev_timer_stop(r->a->ex->svc.loop, &r->defer_w);
+    ex_ejob_close(r->ej);
+    r->ej = NULL;
     if (r->session)
         session_put(h, r->session);
     free(r->env);
+    free(r->env_int);
     free(r);
 }
 
@@ -385,6 +415,7 @@ static void on_exit_cb(struct sb_child *c, const struct sb_result *sr, void *use
     Airlock__V1__JobResult res = AIRLOCK__V1__JOB_RESULT__INIT;
     Airlock__V1__EnforcedLimit lim[SB_MAX_LIMITS], *plim[SB_MAX_LIMITS];
     Airlock__V1__JobState state = state_of(sr);
+    char lost_why[sizeof(r->lost_why)];
 
     (void)c;
     if (sr->started) {
@@ -418,6 +449,13 @@ static void on_exit_cb(struct sb_child *c, const struct sb_result *sr, void *use
     res.workspace_reset = r->workspace_reset;
     res.failure_reason = (Airlock__V1__FailureReason)sr->failure;
     res.failure_message = (char *)sr->message;
+    if (r->egress_lost && a->stop == EX_STOP_NONE) {
+        /* r is released below: the message is copied */
+        snprintf(lost_why, sizeof(lost_why), "%s", r->lost_why);
+        state = AIRLOCK__V1__JOB_STATE__JOB_STATE_FAILED;
+        res.failure_reason = AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_INTERNAL;
+        res.failure_message = lost_why;
+    }
     AL_LOG_INFO("executor.job_end",
                 "job=%s attempt=%d failure=%s exit=%d signal=%d cpu_ms=%lld "
                 "wall_ms=%lld",
@@ -428,48 +466,61 @@ static void on_exit_cb(struct sb_child *c, const struct sb_result *sr, void *use
     ex_attempt_exited(a, state, &res); /* may free a */
 }
 
-/* Refuses what this executor cannot do yet, with a reason for the agent. */
-static int unsupported(const Airlock__V1__JobSpec *spec, char *why, size_t n)
+static int needs_egress(const Airlock__V1__JobSpec *spec)
 {
-    if (spec->network && spec->network->mode == AIRLOCK__V1__NETWORK_MODE__NETWORK_MODE_PROXY) {
-        snprintf(why, n,
-                 "network mode PROXY is not available on this executor: it has no "
-                 "egress proxy, jobs get no network");
-        return 1;
+    return spec->n_credentials ||
+           (spec->network && spec->network->mode == AIRLOCK__V1__NETWORK_MODE__NETWORK_MODE_PROXY);
+}
+
+static void on_listen(struct sb_child *c, const int *fds, size_t n, void *user)
+{
+    struct ex_run *r = user;
+
+    (void)c;
+    if (r->ej) {
+        ex_ejob_listen(r->ej, fds, n);
+        return;
     }
-    if (spec->n_credentials) {
-        snprintf(why, n,
-                 "credential bindings need the egress proxy, which this executor does "
-                 "not have");
-        return 1;
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* The proxy's variables for env_internal (the run owns the array). */
+static int egress_env(struct ex_run *r, struct sb_request *req)
+{
+    const char *const *names, *const *values;
+    size_t n;
+
+    ex_ejob_env(r->ej, &names, &values, &n);
+    free(r->env_int);
+    r->env_int = calloc(n ? n : 1, sizeof(*r->env_int));
+    if (!r->env_int)
+        return AL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        r->env_int[i].name = names[i];
+        r->env_int[i].value = values[i];
     }
+    req->env_internal = r->env_int;
+    req->n_env_internal = n;
     return 0;
 }
 
-int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
+/* Builds the sandbox request of r's job and starts it (bundle: the job's CA
+ * bundle on the host, or NULL). */
+static int launch(struct ex_run *r, const char *bundle, int *reason, char *why, size_t n)
 {
     static const struct sb_callbacks cbs_tmpl = {
-        .on_output = on_output, .on_dir = on_dir, .on_exit = on_exit_cb};
+        .on_output = on_output, .on_dir = on_dir, .on_listen = on_listen, .on_exit = on_exit_cb};
+    struct ex_attempt *a = r->a;
     struct ex_host *h = a->ex->host;
     const Airlock__V1__JobSpec *spec = a->job->spec;
     struct sb_request req = {0};
     struct sb_callbacks cbs = cbs_tmpl;
-    struct ex_run *r;
+    struct sb_config cfg = h->cfg;
+    struct sb_bind ca = {bundle, EX_CA_BUNDLE_INSIDE};
     int rc;
 
     *reason = AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_INTERNAL;
-    if (!spec) {
-        snprintf(why, n, "the assignment carries no job spec");
-        return AL_ERR_INVAL;
-    }
-    if (unsupported(spec, why, n)) {
-        *reason = AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_POLICY_DENIED;
-        return AL_ERR_CONFIG;
-    }
-    r = calloc(1, sizeof(*r));
-    if (!r)
-        return AL_ERR_NOMEM;
-    r->a = a;
     req.kind = (enum sb_kind)spec->kind;
     req.id = NULL; /* a counter: job ids may be longer than cgroup names allow */
     effective_limits(&a->ex->cfg, spec, &req.limits);
@@ -480,11 +531,10 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
         req.cwd = x->cwd;
         req.input = x->stdin.data;
         req.input_len = x->stdin.len;
+        free(r->env);
         r->env = calloc(x->n_env ? x->n_env : 1, sizeof(*r->env));
-        if (!r->env) {
-            free(r);
+        if (!r->env)
             return AL_ERR_NOMEM;
-        }
         for (size_t i = 0; i < x->n_env; i++) {
             r->env[i].name = x->env[i]->key;
             r->env[i].value = x->env[i]->value;
@@ -502,6 +552,15 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
         req.file.max_entries = f->max_entries;
         req.input = f->data.data;
         req.input_len = f->data.len;
+    }
+    if (r->ej) {
+        if ((rc = egress_env(r, &req)) < 0)
+            return rc;
+        req.proxy_port = (uint16_t)a->ex->cfg.egress_port;
+        if (bundle) {
+            cfg.binds = &ca;
+            cfg.n_binds = 1;
+        }
     }
     /* the workspace */
     if (spec->session_id && spec->session_id[0]) {
@@ -521,15 +580,14 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
         snprintf(why, n, "the workspace could not be prepared");
         *reason = AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_SANDBOX_SETUP;
         AL_LOG_ERROR("executor.workspace", "job=%s reason=\"%s\"", a->job_id, al_strerror(rc));
-        run_release(r);
         return rc;
     }
     /* the plan is built once, by sb_start(); only a refusal is checked again
      * for its message */
     cbs.user = r;
-    rc = sb_start(a->ex->svc.loop, h->sb, &h->cfg, &req, &cbs, &r->child);
+    rc = sb_start(a->ex->svc.loop, h->sb, &cfg, &req, &cbs, &r->child);
     if ((rc == AL_ERR_INVAL || rc == AL_ERR_CONFIG) &&
-        sb_request_check(h->sb, &h->cfg, &req, why, n) == 0)
+        sb_request_check(h->sb, &cfg, &req, why, n) == 0)
         why[0] = '\0'; /* refused for another reason than the request */
     if (rc < 0 && !why[0])
         snprintf(why, n, "the sandbox could not be started: %s", al_strerror(rc));
@@ -537,19 +595,146 @@ int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
         *reason = rc == AL_ERR_CONFIG  ? AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_POLICY_DENIED
                   : rc == AL_ERR_INVAL ? AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_SANDBOX_SETUP
                                        : AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_INTERNAL;
+        return rc;
+    }
+    AL_LOG_INFO("executor.job_start", "job=%s attempt=%d kind=%d pid=%d egress=%s", a->job_id,
+                a->attempt, (int)spec->kind, (int)sb_child_pid(r->child),
+                r->ej ? (bundle ? "intercept" : "tunnel") : "none");
+    return 0;
+}
+
+/* ---------- ends before the sandbox started ---------- */
+
+static void defer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct ex_run *r = w->data;
+    struct ex_attempt *a = r->a;
+    Airlock__V1__JobResult res = AIRLOCK__V1__JOB_RESULT__INIT;
+    Airlock__V1__JobState state = r->defer_state;
+    char why[sizeof(r->defer_why)], q[sizeof(r->defer_why) + 64];
+
+    (void)loop;
+    (void)revents;
+    snprintf(why, sizeof(why), "%s", r->defer_why);
+    res.failure_reason = (Airlock__V1__FailureReason)r->defer_reason;
+    res.failure_message = why;
+    AL_LOG_WARN("executor.job_failed", "job=%s attempt=%d reason=%s", a->job_id, a->attempt,
+                al_log_quote(q, sizeof(q), why, strlen(why)));
+    a->run = NULL;
+    run_release(r);
+    ex_attempt_exited(a, state, &res); /* may free a */
+}
+
+/* Ends r's attempt from the loop with state / reason / why (first one wins). */
+static void end_early(struct ex_run *r, Airlock__V1__JobState state, int reason, const char *why)
+{
+    if (r->deferred)
+        return;
+    r->deferred = 1;
+    r->preparing = 0;
+    r->defer_state = state;
+    r->defer_reason = reason;
+    snprintf(r->defer_why, sizeof(r->defer_why), "%s", why);
+    ev_timer_set(&r->defer_w, 0., 0.);
+    ev_timer_start(r->a->ex->svc.loop, &r->defer_w);
+}
+
+/* ---------- the proxy's callbacks ---------- */
+
+static void egress_ready(void *user, const char *bundle)
+{
+    struct ex_run *r = user;
+    char why[512];
+    int reason, rc;
+
+    if (!r->preparing)
+        return;
+    r->preparing = 0;
+    why[0] = '\0';
+    rc = launch(r, bundle, &reason, why, sizeof(why));
+    if (rc < 0)
+        end_early(r, AIRLOCK__V1__JOB_STATE__JOB_STATE_FAILED, reason,
+                  why[0] ? why : "the sandbox could not be started");
+}
+
+static void egress_failed(void *user, int reason, const char *why)
+{
+    struct ex_run *r = user;
+
+    end_early(r, AIRLOCK__V1__JOB_STATE__JOB_STATE_FAILED, reason, why);
+}
+
+static void egress_lost(void *user, const char *why)
+{
+    struct ex_run *r = user;
+
+    r->egress_lost = 1;
+    snprintf(r->lost_why, sizeof(r->lost_why), "%s", why);
+    if (r->child)
+        sb_kill(r->child, SB_FAIL_INTERNAL);
+}
+
+static const struct ex_ejob_cbs ejob_cbs = {egress_ready, egress_failed, egress_lost};
+
+int ex_run_start(struct ex_attempt *a, int *reason, char *why, size_t n)
+{
+    const Airlock__V1__JobSpec *spec = a->job->spec;
+    struct ex_run *r;
+    int rc;
+
+    *reason = AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_INTERNAL;
+    if (!spec) {
+        snprintf(why, n, "the assignment carries no job spec");
+        return AL_ERR_INVAL;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return AL_ERR_NOMEM;
+    r->a = a;
+    ev_timer_init(&r->defer_w, defer_cb, 0., 0.);
+    r->defer_w.data = r;
+    if (!needs_egress(spec)) {
+        rc = launch(r, NULL, reason, why, n);
+        if (rc < 0) {
+            run_release(r);
+            return rc;
+        }
+        a->run = r;
+        return 0;
+    }
+    rc = ex_ejob_open(a->ex, a, &ejob_cbs, r, &r->ej, reason, why, n);
+    if (rc < 0) {
         run_release(r);
         return rc;
     }
+    r->preparing = 1;
     a->run = r;
-    AL_LOG_INFO("executor.job_start", "job=%s attempt=%d kind=%d pid=%d", a->job_id, a->attempt,
-                (int)spec->kind, (int)sb_child_pid(r->child));
     return 0;
 }
 
 void ex_run_kill(struct ex_attempt *a)
 {
-    if (a->run && a->run->child)
-        sb_kill(a->run->child, SB_FAIL_CANCELLED);
+    struct ex_run *r = a->run;
+
+    if (!r)
+        return;
+    if (r->child)
+        sb_kill(r->child, SB_FAIL_CANCELLED);
+    else if (r->preparing)
+        end_early(r, AIRLOCK__V1__JOB_STATE__JOB_STATE_CANCELLED,
+                  AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_CANCELLED,
+                  "stopped before its sandbox started");
+}
+
+void ex_run_grant(struct ex_attempt *a)
+{
+    if (a->run && a->run->ej && a->grant)
+        ex_ejob_grant(a->run->ej, a->grant);
+}
+
+const char *ex_host_name(const struct ex *ex)
+{
+    return ex->host ? ex->host->name : "executor";
 }
 
 void ex_run_free(struct ex_attempt *a)
@@ -559,6 +744,12 @@ void ex_run_free(struct ex_attempt *a)
 
     if (!a->run)
         return;
+    if (!a->run->child) { /* no sandbox yet: nothing to wait for */
+        struct ex_run *r = a->run;
+        a->run = NULL;
+        run_release(r);
+        return;
+    }
     /* only at shutdown: the sandbox must be gone before the host is freed */
     sb_kill(a->run->child, SB_FAIL_CANCELLED);
     a->finished = 1;

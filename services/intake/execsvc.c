@@ -10,8 +10,9 @@
  * session (sessions.c), of principals under their concurrency quota,
  * starting round-robin after the stream it served last. Each
  * lease gets a random 128-bit fencing token and, when the job binds
- * credentials, a grant signed for the executor's identity; the assignment is
- * sent only after the lease is durable.
+ * credentials or uses the egress proxy (ingrant.h), a grant signed for the
+ * executor's identity; the assignment is sent only after the lease is
+ * durable.
  *
  * Reports (Heartbeat, PushEvents, Finish) are accepted only from the lease's
  * holder identity, for the job's current attempt, with the lease's token
@@ -26,6 +27,7 @@
 #include "al_grant.h"
 #include "al_log.h"
 #include "al_metrics.h"
+#include "ingrant.h"
 #include "insvc.h"
 
 #define CHUNK_MAX        (64 * 1024)
@@ -55,55 +57,41 @@ static void seen(struct in_svc *s, const char *identity, const char *instance, i
 
 /* ---- grants ---- */
 
-static int add_unique(char **v, size_t *n, char *x)
-{
-    for (size_t i = 0; i < *n; i++)
-        if (strcmp(v[i], x) == 0)
-            return 0;
-    v[(*n)++] = x;
-    return 1;
-}
-
-/* Signs a grant for attempt j->attempt of j (spec unpacked) held by holder. */
+/* Signs the grant of attempt j->attempt of j (spec unpacked) held by holder
+ * when the job needs one (ingrant.h); *out stays NULL otherwise. */
 static int make_grant(struct in_svc *s, const struct in_job *j, const Airlock__V1__JobSpec *spec,
                       const char *holder, int64_t now, struct al_arena *a,
                       Airlock__V1__SignedGrant **out, int64_t *expires)
 {
-    Airlock__V1__Grant g = AIRLOCK__V1__GRANT__INIT;
-    char subject[128], *creds[64], *dests[64 * 64];
-    size_t nc = 0, nd = 0;
-    uint8_t *buf = NULL;
+    struct in_grant_ctx x = {.issuer = s->self_id,
+                             .audience = s->cfg.grant_audience,
+                             .holder = holder,
+                             .principal = j->principal,
+                             .job_id = j->id,
+                             .pool = j->pool,
+                             .attempt = j->attempt,
+                             .now_ms = now,
+                             .lifetime_ms = s->cfg.grant_lifetime_ms};
+    struct in_grant_buf *buf;
+    Airlock__V1__Grant g;
+    uint8_t *bytes = NULL;
     size_t len = 0;
     int rc;
 
     *out = NULL;
-    if (!s->signer || spec->n_credentials == 0)
+    if (!s->signer || !in_grant_needed(spec))
         return 0;
-    snprintf(subject, sizeof(subject), "job/%s/attempt/%d", j->id, j->attempt);
-    for (size_t i = 0; i < spec->n_credentials && i < 64; i++) {
-        add_unique(creds, &nc, spec->credentials[i]->credential);
-        for (size_t k = 0; k < spec->credentials[i]->n_destinations && nd < 64 * 64; k++)
-            add_unique(dests, &nd, spec->credentials[i]->destinations[k]);
-    }
-    g.issuer = s->self_id;
-    g.audience = s->cfg.grant_audience;
-    g.holder = (char *)holder;
-    g.principal = (char *)j->principal;
-    g.subject = subject;
-    g.scope = (char *)j->pool;
-    g.credentials = creds;
-    g.n_credentials = nc;
-    g.destinations = dests;
-    g.n_destinations = nd;
-    g.not_before_ms = now;
-    g.expires_ms = now + s->cfg.grant_lifetime_ms;
-    rc = al_grant_sign(s->signer, &g, &buf, &len);
+    buf = al_arena_alloc(a, sizeof(*buf));
+    if (!buf)
+        return AL_ERR_NOMEM;
+    in_grant_build(&x, spec, buf, &g);
+    rc = al_grant_sign(s->signer, &g, &bytes, &len);
     if (rc < 0) {
         AL_LOG_ERROR("intake.grant", "job=%s reason=\"%s\"", j->id, al_strerror(rc));
         return rc;
     }
-    *out = airlock__v1__signed_grant__unpack(al_arena_pb(a), len, buf);
-    free(buf);
+    *out = airlock__v1__signed_grant__unpack(al_arena_pb(a), len, bytes);
+    free(bytes);
     if (!*out)
         return AL_ERR_NOMEM;
     *expires = g.expires_ms;

@@ -3,15 +3,14 @@
  * validate.h. Each check function returns 0 or fails through bad(), which
  * records the first problem.
  */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "airlock/v1/common.pb-c.h"
+#include "al_dest.h"
 #include "al_err.h"
 #include "al_grpc.h"
 #include "inutil.h"
@@ -69,104 +68,6 @@ static void map_field(char *buf, size_t n, const char *map, const char *key)
         snprintf(buf, n, "%s[%s]", map, key);
     else
         snprintf(buf, n, "%s", map);
-}
-
-/* ---- hosts and destinations ---- */
-
-int in_host_valid(const char *h, int wildcard)
-{
-    unsigned char tmp[16];
-    size_t len, label = 0;
-
-    if (!h || !h[0])
-        return 0;
-    if (inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1)
-        return 1;
-    if (wildcard && strncmp(h, "*.", 2) == 0)
-        h += 2;
-    len = strlen(h);
-    if (len == 0 || len > 253 || h[len - 1] == '.')
-        return 0;
-    for (size_t i = 0; i <= len; i++) {
-        char c = h[i];
-        if (c == '.' || c == '\0') {
-            if (label == 0 || label > 63 || h[i - 1] == '-' || h[i - label] == '-')
-                return 0;
-            label = 0;
-        } else if (isalnum((unsigned char)c) || c == '-' || c == '_') {
-            label++;
-        } else {
-            return 0;
-        }
-    }
-    /* a numeric last label (decimal, or 0x hex) makes an IPv4 spelling such
-     * as "127.1" or "0x7f.1" that resolvers accept and inet_pton did not:
-     * ambiguous, refused */
-    const char *last = strrchr(h, '.');
-    last = last ? last + 1 : h;
-    int hex = last[0] == '0' && (last[1] == 'x' || last[1] == 'X');
-    for (const char *p = hex ? last + 2 : last; *p; p++)
-        if (hex ? !isxdigit((unsigned char)*p) : !isdigit((unsigned char)*p))
-            return 1;
-    return 0;
-}
-
-int in_dest_parse(const char *s, char *host, size_t hn, int *port)
-{
-    const char *colon;
-    size_t hl;
-
-    *port = 443;
-    if (!s || !s[0] || strlen(s) > 300)
-        return AL_ERR_INVAL;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (!end)
-            return AL_ERR_INVAL;
-        hl = (size_t)(end - s - 1);
-        if (hl == 0 || hl >= hn)
-            return AL_ERR_INVAL;
-        memcpy(host, s + 1, hl);
-        host[hl] = '\0';
-        colon = end[1] == ':' ? end + 1 : NULL;
-        if (!colon && end[1])
-            return AL_ERR_INVAL;
-        unsigned char tmp[16];
-        if (inet_pton(AF_INET6, host, tmp) != 1)
-            return AL_ERR_INVAL;
-    } else {
-        colon = strchr(s, ':');
-        hl = colon ? (size_t)(colon - s) : strlen(s);
-        if (hl == 0 || hl >= hn || (colon && strchr(colon + 1, ':')))
-            return AL_ERR_INVAL;
-        memcpy(host, s, hl);
-        host[hl] = '\0';
-        if (!in_host_valid(host, 1))
-            return AL_ERR_INVAL;
-    }
-    if (colon) {
-        char *end;
-        long p = strtol(colon + 1, &end, 10);
-        if (!colon[1] || *end || p < 1 || p > 65535 || !isdigit((unsigned char)colon[1]))
-            return AL_ERR_INVAL;
-        *port = (int)p;
-    }
-    return 0;
-}
-
-int in_dest_covers(const char *phost, int pport, const char *bhost, int bport)
-{
-    if ((pport ? pport : 443) != (bport ? bport : 443))
-        return 0;
-    if (strcasecmp(phost, bhost) == 0)
-        return 1;
-    /* "*.example.com" covers "a.example.com" and "*.a.example.com" */
-    if (strncmp(phost, "*.", 2) == 0) {
-        const char *suffix = phost + 1; /* ".example.com" */
-        size_t sl = strlen(suffix), bl = strlen(bhost);
-        return bl > sl && strcasecmp(bhost + bl - sl, suffix) == 0;
-    }
-    return 0;
 }
 
 /* ---- unknown fields ---- */
@@ -348,7 +249,7 @@ static int check_dest(const Airlock__V1__NetworkDestination *d, size_t i, struct
     char field[96];
 
     snprintf(field, sizeof(field), "spec.network.destinations[%zu].host", i);
-    if (!in_host_valid(d->host, 1))
+    if (!al_dest_host_valid(d->host, 1))
         return INVALID(e, field,
                        "host must be a DNS name (optionally \"*.\"-prefixed) or an IP "
                        "literal");
@@ -356,27 +257,22 @@ static int check_dest(const Airlock__V1__NetworkDestination *d, size_t i, struct
     if (d->port < 0 || d->port > 65535)
         return INVALID(e, field, "port must be 0 (443) to 65535");
     for (size_t k = 0; k < d->n_methods; k++) {
-        const char *m = d->methods[k];
         snprintf(field, sizeof(field), "spec.network.destinations[%zu].methods[%zu]", i, k);
-        if (!m || !m[0] || strlen(m) > 32)
+        if (!al_dest_method_valid(d->methods[k]))
             return INVALID(e, field, "methods are upper-case HTTP method names");
-        for (const char *c = m; *c; c++)
-            if (*c < 'A' || *c > 'Z')
-                return INVALID(e, field, "methods are upper-case HTTP method names");
     }
     for (size_t k = 0; k < d->n_path_prefixes; k++) {
-        const char *p = d->path_prefixes[k];
         snprintf(field, sizeof(field), "spec.network.destinations[%zu].path_prefixes[%zu]", i, k);
-        if (!p || p[0] != '/' || strlen(p) > 1024)
-            return INVALID(e, field, "each path prefix begins with \"/\" (at most 1024 bytes)");
-        for (const char *c = p; *c; c++)
-            if ((unsigned char)*c <= 0x20 || *c == 0x7f || *c == '?' || *c == '#')
-                return INVALID(e, field, "path prefixes hold no spaces, controls, '?' or '#'");
+        if (!al_dest_path_prefix_valid(d->path_prefixes[k]))
+            return INVALID(e, field,
+                           "each path prefix begins with \"/\" (at most 1024 bytes) and holds no "
+                           "spaces, controls, '?' or '#'");
     }
     return 0;
 }
 
-static int check_network(const Airlock__V1__JobSpec *spec, struct in_verr *e)
+static int check_network(const struct in_validate_ctx *x, const Airlock__V1__JobSpec *spec,
+                         struct in_verr *e)
 {
     const Airlock__V1__NetworkPolicy *n = spec->network;
     int rc;
@@ -395,13 +291,20 @@ static int check_network(const Airlock__V1__JobSpec *spec, struct in_verr *e)
     for (size_t i = 0; i < n->n_destinations; i++)
         if ((rc = check_dest(n->destinations[i], i, e)) < 0)
             return rc;
+    /* every request the egress proxy handles for the job is audited under
+     * the attempt's grant (ingrant.h) */
+    if (n->mode == NET(PROXY) && !x->can_sign)
+        return bad(e, AL_GRPC_INVALID_ARGUMENT, REASON(UNSUPPORTED), "spec.network.mode",
+                   "this intake has no grant signing key (grant.key_file), so it cannot run "
+                   "jobs with network mode NETWORK_MODE_PROXY: their proxied requests are "
+                   "audited under the attempt's grant");
     return 0;
 }
 
 static int covered(const Airlock__V1__NetworkPolicy *n, const char *host, int port)
 {
     for (size_t i = 0; n && i < n->n_destinations; i++)
-        if (in_dest_covers(n->destinations[i]->host, n->destinations[i]->port, host, port))
+        if (al_dest_covers(n->destinations[i]->host, n->destinations[i]->port, host, port))
             return 1;
     return 0;
 }
@@ -445,7 +348,7 @@ static int check_binding(const struct in_validate_ctx *x, const Airlock__V1__Job
         return TOOLARGE(e, field, "at most %d destinations", IN_MAX_DESTS);
     for (size_t k = 0; k < b->n_destinations; k++) {
         snprintf(field, sizeof(field), "spec.credentials[%zu].destinations[%zu]", i, k);
-        if (in_dest_parse(b->destinations[k], host, sizeof(host), &port) < 0)
+        if (al_dest_parse(b->destinations[k], host, sizeof(host), &port) < 0)
             return INVALID(e, field, "destinations are \"host[:port]\" (IPv6 in brackets)");
         if (!covered(spec->network, host, port))
             return INVALID(e, field,
@@ -542,8 +445,9 @@ int in_validate_spec(const struct in_validate_ctx *x, const Airlock__V1__JobSpec
     default:
         return INVALID(e, "spec.kind", "unknown job kind %d", (int)spec->kind);
     }
-    if (rc < 0 || (rc = check_limits(spec->limits, e)) < 0 || (rc = check_network(spec, e)) < 0 ||
-        (rc = check_credentials(x, spec, e)) < 0 || (rc = check_labels(spec, e)) < 0)
+    if (rc < 0 || (rc = check_limits(spec->limits, e)) < 0 ||
+        (rc = check_network(x, spec, e)) < 0 || (rc = check_credentials(x, spec, e)) < 0 ||
+        (rc = check_labels(spec, e)) < 0)
         return rc;
     if (spec->queue_timeout_ms < 0)
         return INVALID(e, "spec.queue_timeout_ms", "must not be negative");

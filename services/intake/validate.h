@@ -60,16 +60,4 @@ void in_spec_canonical(Airlock__V1__JobSpec *spec);
 int in_spec_resolve(const struct in_config *cfg, const struct in_pool *pool,
                     Airlock__V1__JobSpec *spec, struct al_arena *a);
 
-/* Host syntax: DNS name or IP literal; wildcard allows a leading "*.". */
-int in_host_valid(const char *h, int wildcard);
-
-/*
- * Parses "host[:port]" (IPv6 in brackets; port default 443) of a credential
- * binding destination into host (size hn) and *port. Returns 0 or AL_ERR_INVAL.
- */
-int in_dest_parse(const char *s, char *host, size_t hn, int *port);
-
-/* 1 when policy destination host/port (port 0 = 443) covers binding host/port. */
-int in_dest_covers(const char *phost, int pport, const char *bhost, int bport);
-
 #endif

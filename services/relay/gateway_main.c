@@ -287,22 +287,6 @@ static void on_drain(struct al_service *svc)
 
 /* ---------- main ---------- */
 
-/* argv without --check-config (which al_service_load_config would act on
- * before the gateway's own checks ran). */
-static int strip_check(int argc, char **argv, char **out)
-{
-    int n = 0, check = 0;
-
-    for (int i = 0; i < argc; i++) {
-        if (i > 0 && strcmp(argv[i], "--check-config") == 0)
-            check = 1;
-        else
-            out[n++] = argv[i];
-    }
-    out[n] = NULL;
-    return check;
-}
-
 static void shutdown_all(struct gw *gw, struct ev_loop *loop)
 {
     if (gw->conns && loop) {
@@ -328,13 +312,14 @@ int main(int argc, char **argv)
     size_t nf;
     const struct al_cfg_field *fields = gw_config_fields(&nf);
     char **args = calloc((size_t)argc + 1, sizeof(char *));
-    int check, rc;
+    int check, rc, nargs;
 
     if (!args)
         return 2;
-    check = strip_check(argc, argv, args);
+    /* the gateway's own checks (prepare) run before "config ok" */
+    nargs = al_service_strip_check(argc, argv, args, &check);
     rc = al_service_load_config("airlock-gateway", summary, &gw.cfg,
-                                offsetof(struct gw_config, common), fields, nf, argc - check, args);
+                                offsetof(struct gw_config, common), fields, nf, nargs, args);
     free(args);
     if (rc != 0)
         return rc > 0 ? 0 : 2;

@@ -13,11 +13,11 @@
  *                 heartbeats, the Ack watchdog, TunnelDrain
  *   gw_stream.c   one agent request: grant, route, MCP inspection and policy,
  *                 credential, upstream request, filtered and scrubbed response
- *   gw_cred.c     credstore: Resolve and the value cache, AppendAudit batches
+ *   gw_cred.c     credstore: Resolve and the value cache in front of it; use
+ *                 records (delivery: al_edge.h, shared with the executor)
  *   gw_config.c   configuration, routes, policy        (pure)
  *   gw_http.c     path, target, header rules, errors   (pure)
  *   gw_cache.c    templates, values, value cache       (pure)
- *   gw_audit.c    use records and batching             (pure)
  *   gw_session.c  session -> principal bindings        (pure)
  *   gateway_main.c startup, SIGTERM drain, readiness
  * Everything runs on one libev loop; no threads.
@@ -64,9 +64,10 @@ struct al_resolver;
 struct al_resolve_req;
 struct gw;
 struct gw_conn;
-struct gw_audit;
+struct al_edge;
+struct al_edge_grant;
+struct al_edge_use;
 struct gw_cache;
-struct gw_grant;
 struct gw_resolve;
 struct gw_sessions;
 struct gw_value;
@@ -200,15 +201,10 @@ struct gw_metrics {
 };
 
 struct gw_cred {
-    struct al_grpc_channel *ch;
+    struct al_edge *edge; /* Resolve calls and use-record delivery */
     struct gw_cache *cache;
-    struct gw_audit *audit;
-    ev_timer audit_w;
     ev_timer sweep_w;
-    struct al_grpc_ccall *append;
-    int append_logged; /* a failure was logged since the last success */
-    void (*flush_done)(struct gw *gw);
-    ev_timer flush_w;
+    void (*flush_done)(struct gw *gw); /* gw_cred_flush() in progress */
 };
 
 struct gw {
@@ -306,14 +302,14 @@ typedef void (*gw_cred_cb)(void *user, struct gw_value *v, int status, int reaso
  * (returns 0; cb runs later from the loop unless gw_cred_cancel() first).
  * Returns a negative code when the call could not start (no callback).
  */
-int gw_cred_get(struct gw *gw, size_t route, struct gw_grant *g, const Airlock__V1__Grant *grant,
-                gw_cred_cb cb, void *user, struct gw_resolve **out, struct gw_value **hit);
+int gw_cred_get(struct gw *gw, size_t route, struct al_edge_grant *g,
+                const Airlock__V1__Grant *grant, gw_cred_cb cb, void *user, struct gw_resolve **out,
+                struct gw_value **hit);
 void gw_cred_cancel(struct gw_resolve *r);
-/* Audit reservations and records (see gw_audit.h). */
+/* Audit reservations and records (see al_edge.h). */
 int gw_cred_reserve(struct gw *gw);
 void gw_cred_release(struct gw *gw);
-struct gw_use;
-void gw_cred_record(struct gw *gw, struct gw_grant *g, const struct gw_use *u);
+void gw_cred_record(struct gw *gw, struct al_edge_grant *g, const struct al_edge_use *u);
 /* Shutdown: send everything queued; done runs when the queue is empty or
  * after timeout_s. */
 void gw_cred_flush(struct gw *gw, double timeout_s, void (*done)(struct gw *gw));

@@ -46,7 +46,7 @@
 #include "al_log.h"
 #include "al_metrics.h"
 #include "gw.h"
-#include "gw_audit.h"
+#include "al_edge_audit.h"
 #include "gw_cache.h"
 #include "gw_http.h"
 #include "gw_session.h"
@@ -66,7 +66,7 @@ struct gw_agent {
     const struct gw_route *rt;
     struct gw_path path;
     Airlock__V1__Grant *grant; /* verified */
-    struct gw_grant *g;
+    struct al_edge_grant *g;
     const char *principal, *request_id;
     const struct gw_policy *policy;
     const struct gw_hdr *sid; /* the request's Mcp-Session-Id */
@@ -80,7 +80,7 @@ struct gw_agent {
     struct rl_buf held; /* relay bytes not yet taken by the upstream (not consumed) */
     struct rl_mcp_msg msg;
     int have_msg;
-    char tool[GW_AUDIT_TOOL_MAX + 1];
+    char tool[AL_EDGE_TOOL_MAX + 1];
     struct gw_resolve *rs;
     struct gw_value *v;
     int cache_hit;
@@ -164,8 +164,11 @@ void gw_stream_error(struct gw_stream *s, int status, int code, int reason, cons
  * use record. */
 static void agent_fail_code(struct gw_agent *a, int status, int code, int reason, const char *msg)
 {
-    if (!a->deny[0])
-        snprintf(a->deny, sizeof(a->deny), "%s", msg);
+    if (!a->deny[0]) {
+        size_t n = strnlen(msg, sizeof(a->deny) - 1);
+        memcpy(a->deny, msg, n);
+        a->deny[n] = '\0';
+    }
     a->status = status;
     a->phase = GW_P_RESP;
     respond_error(a->s, &a->msg, status, code, reason, msg);
@@ -237,7 +240,7 @@ static int check_grant(struct gw_agent *a, char *why, size_t whyn)
         snprintf(why, whyn, "the request's grant names another principal or request");
         return REASON(GRANT_INVALID);
     }
-    if (gw_grant_new(buf, n, a->grant->grant_id, &a->g) < 0)
+    if (al_edge_grant_new(buf, n, a->grant->grant_id, &a->g) < 0)
         return REASON(INTERNAL);
     a->principal = p;
     a->request_id = id;
@@ -414,7 +417,7 @@ static int is_json(const uint8_t *p, size_t n)
 }
 
 /* "method" or "method:name" for the audit record and the log, cut to
- * GW_AUDIT_TOOL_MAX bytes on a UTF-8 character boundary. Never arguments. */
+ * AL_EDGE_TOOL_MAX bytes on a UTF-8 character boundary. Never arguments. */
 static void set_tool(struct gw_agent *a)
 {
     const struct rl_mcp_msg *m = &a->msg;
@@ -426,8 +429,8 @@ static void set_tool(struct gw_agent *a)
         parts[0] = "(response)";
     for (int i = 0; i < 3; i++) {
         size_t l = strlen(parts[i]);
-        if (l > GW_AUDIT_TOOL_MAX - n) {
-            l = GW_AUDIT_TOOL_MAX - n;
+        if (l > AL_EDGE_TOOL_MAX - n) {
+            l = AL_EDGE_TOOL_MAX - n;
             while (l > 0 && ((unsigned char)parts[i][l] & 0xC0) == 0x80)
                 l--;
         }
@@ -905,8 +908,8 @@ static void record_text(const struct gw_agent *a, const char *in, char *out, siz
 static void record_use(struct gw_agent *a, uint32_t code)
 {
     struct gw_stream *s = a->s;
-    char path[GW_AUDIT_PATH_MAX + 1], tool[GW_AUDIT_TOOL_MAX + 1];
-    struct gw_use u = {0};
+    char path[AL_EDGE_PATH_MAX + 1], tool[AL_EDGE_TOOL_MAX + 1];
+    struct al_edge_use u = {0};
 
     record_text(a, a->target ? a->target : "", path, sizeof(path));
     snprintf(tool, sizeof(tool), "%s", a->tool);
@@ -981,7 +984,7 @@ void gw_agent_closed(struct gw_stream *s, uint32_t code)
     rl_scrub_stream_free(a->scrub);
     gw_value_unref(a->v);
     al_grant_free(a->grant);
-    gw_grant_unref(a->g);
+    al_edge_grant_unref(a->g);
     rl_buf_cleanup(&a->body);
     rl_buf_cleanup(&a->held);
     rl_buf_cleanup(&a->tmp);

@@ -968,6 +968,39 @@ def append_suite():
     bad("value-hex-in-record", lambda: P.AppendAuditRequest(
         batch_id=bid(), records=[good(request_id=val.hex())], grants=[sg]), words=("value",))
 
+    def no_credential():
+        # an egress proxy job's request or tunnel that used no value: recorded
+        # under a grant naming no credential (a PROXY job without bindings)
+        # and under one naming others
+        sg0, gid0 = mint(credentials=[], destinations=[])
+        before = head_seq(srv)
+        recs = [use_record(gid0, "", version=0, destination="upstream.test:8443", method="CONNECT",
+                           path="", status=0, decision=DENY, reason="destination not allowed"),
+                use_record(gid, "", version=0, method="GET", path="/v1/open")]
+        r = app0(P.AppendAuditRequest(batch_id=secrets.token_hex(16), records=recs,
+                                      grants=[sg0, sg]))
+        expect(r.accepted == 2, f"{r}")
+        got = [x for x in audit_after(srv, before) if x.action == USE]
+        expect(len(got) == 2 and got[0].grant_id == gid0 and got[0].credential == ""
+               and got[0].decision == DENY and got[0].reason == "destination not allowed"
+               and got[1].credential == "" and got[1].path == "/v1/open",
+               f"records {got}")
+        # ... but a record naming a credential such a grant does not cover is refused
+        expect_code(app0, SC.INVALID_ARGUMENT, P.AppendAuditRequest(
+            batch_id=secrets.token_hex(16), records=[use_record(gid0, "ci/app")], grants=[sg0]))
+        # ... as is a version without a credential
+        expect_code(app0, SC.INVALID_ARGUMENT, P.AppendAuditRequest(
+            batch_id=secrets.token_hex(16), records=[use_record(gid0, "", version=2)],
+            grants=[sg0]))
+        # ... and a credential-less record holding the value of one its grant names
+        e = expect_code(app0, SC.INVALID_ARGUMENT, P.AppendAuditRequest(
+            batch_id=secrets.token_hex(16),
+            records=[use_record(gid, "", version=0, path="/x/" + val.decode())], grants=[sg]))
+        expect("value" in (e.details() or "") and val not in (e.details() or "").encode(),
+               f"message {e.details()!r}")
+        expect(verify(srv).intact, "chain")
+    check("append-audit-without-credential", no_credential)
+
     def refusals_audited():
         recs = audit_after(srv, 0, action=APPEND_AUDIT)
         denied = [r for r in recs if r.decision == DENY]

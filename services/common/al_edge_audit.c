@@ -1,5 +1,6 @@
 /*
- * gw_audit: use records, batches and their delivery states; see gw_audit.h.
+ * al_edge_audit: use records, batches and their delivery states; see
+ * al_edge_audit.h.
  *
  * States of the one batch slot:
  *   none     -> next() forms a batch when one is due       -> sending
@@ -17,14 +18,14 @@
 #include <openssl/rand.h>
 
 #include "al_err.h"
-#include "gw_audit.h"
+#include "al_edge_audit.h"
 
 #define DECISION_ALLOW AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW
 #define DECISION_DENY  AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_DENY
 
 struct rec {
     struct rec *next;
-    struct gw_grant *grant;
+    struct al_edge_grant *grant;
     Airlock__V1__EdgeUseRecord r; /* strings malloc'd, grant_id borrowed from grant */
     double queued;
 };
@@ -41,8 +42,8 @@ struct batch {
     double first_sent, retry_at, backoff;
 };
 
-struct gw_audit {
-    struct gw_audit_opts o;
+struct al_edge_audit {
+    struct al_edge_audit_opts o;
     struct rec *head, **tail; /* pending, oldest first */
     size_t npending, reserved;
     struct batch *b;     /* NULL, sending or waiting */
@@ -55,9 +56,10 @@ struct gw_audit {
 
 /* ---------- grants ---------- */
 
-int gw_grant_new(const uint8_t *bytes, size_t n, const char *grant_id, struct gw_grant **out)
+int al_edge_grant_new(const uint8_t *bytes, size_t n, const char *grant_id,
+                      struct al_edge_grant **out)
 {
-    struct gw_grant *g = calloc(1, sizeof(*g));
+    struct al_edge_grant *g = calloc(1, sizeof(*g));
 
     *out = NULL;
     if (!g)
@@ -73,14 +75,14 @@ int gw_grant_new(const uint8_t *bytes, size_t n, const char *grant_id, struct gw
     return 0;
 }
 
-struct gw_grant *gw_grant_ref(struct gw_grant *g)
+struct al_edge_grant *al_edge_grant_ref(struct al_edge_grant *g)
 {
     if (g)
         g->refs++;
     return g;
 }
 
-void gw_grant_unref(struct gw_grant *g)
+void al_edge_grant_unref(struct al_edge_grant *g)
 {
     if (!g || --g->refs > 0)
         return;
@@ -121,11 +123,11 @@ static void rec_free(struct rec *r)
     free(e->reason);
     free(e->request_id);
     free(e->tool);
-    gw_grant_unref(r->grant);
+    al_edge_grant_unref(r->grant);
     free(r);
 }
 
-static struct rec *rec_new(struct gw_grant *g, const struct gw_use *u, double now)
+static struct rec *rec_new(struct al_edge_grant *g, const struct al_edge_use *u, double now)
 {
     struct rec *r = calloc(1, sizeof(*r));
     Airlock__V1__EdgeUseRecord *e;
@@ -134,7 +136,7 @@ static struct rec *rec_new(struct gw_grant *g, const struct gw_use *u, double no
         return NULL;
     e = &r->r;
     airlock__v1__edge_use_record__init(e);
-    r->grant = gw_grant_ref(g);
+    r->grant = al_edge_grant_ref(g);
     r->queued = now;
     e->grant_id = g->grant_id;
     e->version = u->version;
@@ -146,10 +148,10 @@ static struct rec *rec_new(struct gw_grant *g, const struct gw_use *u, double no
     e->credential = copy_cut(u->credential, 128);
     e->destination = copy_cut(u->destination, 300);
     e->method = copy_cut(u->method, 32);
-    e->path = copy_cut(u->path, GW_AUDIT_PATH_MAX);
-    e->reason = copy_cut(u->reason, GW_AUDIT_PATH_MAX);
-    e->request_id = copy_cut(u->request_id, GW_AUDIT_TOOL_MAX);
-    e->tool = copy_cut(u->tool, GW_AUDIT_TOOL_MAX);
+    e->path = copy_cut(u->path, AL_EDGE_PATH_MAX);
+    e->reason = copy_cut(u->reason, AL_EDGE_PATH_MAX);
+    e->request_id = copy_cut(u->request_id, AL_EDGE_TOOL_MAX);
+    e->tool = copy_cut(u->tool, AL_EDGE_TOOL_MAX);
     if (!e->credential || !e->destination || !e->method || !e->path || !e->reason ||
         !e->request_id || !e->tool) {
         rec_free(r);
@@ -160,9 +162,9 @@ static struct rec *rec_new(struct gw_grant *g, const struct gw_use *u, double no
 
 /* ---------- queue ---------- */
 
-int gw_audit_new(const struct gw_audit_opts *o, struct gw_audit **out)
+int al_edge_audit_new(const struct al_edge_audit_opts *o, struct al_edge_audit **out)
 {
-    struct gw_audit *a;
+    struct al_edge_audit *a;
 
     *out = NULL;
     if (o->batch_max < 1 || o->batch_max > 1000 || !(o->flush_s > 0) || o->max_pending < 1)
@@ -178,25 +180,26 @@ int gw_audit_new(const struct gw_audit_opts *o, struct gw_audit **out)
     return 0;
 }
 
-int gw_audit_reserve(struct gw_audit *a)
+int al_edge_audit_reserve(struct al_edge_audit *a)
 {
-    if (gw_audit_queued(a) + a->reserved >= a->o.max_pending)
+    if (al_edge_audit_queued(a) + a->reserved >= a->o.max_pending)
         return AL_ERR_TOOBIG;
     a->reserved++;
     return 0;
 }
 
-void gw_audit_release(struct gw_audit *a)
+void al_edge_audit_release(struct al_edge_audit *a)
 {
     if (a->reserved > 0)
         a->reserved--;
 }
 
-int gw_audit_add(struct gw_audit *a, struct gw_grant *g, const struct gw_use *u, double now)
+int al_edge_audit_add(struct al_edge_audit *a, struct al_edge_grant *g, const struct al_edge_use *u,
+                      double now)
 {
     struct rec *r = rec_new(g, u, now);
 
-    gw_audit_release(a);
+    al_edge_audit_release(a);
     if (!r)
         return AL_ERR_NOMEM;
     *a->tail = r;
@@ -206,7 +209,7 @@ int gw_audit_add(struct gw_audit *a, struct gw_grant *g, const struct gw_use *u,
 }
 
 /* Puts the records of list r (n of them) back in front of the queue. */
-static void push_front(struct gw_audit *a, struct rec *r, size_t n)
+static void push_front(struct al_edge_audit *a, struct rec *r, size_t n)
 {
     struct rec *last = r;
 
@@ -237,7 +240,7 @@ static void batch_free(struct batch *b, int free_recs)
     free(b);
 }
 
-static size_t take_count(const struct gw_audit *a)
+static size_t take_count(const struct al_edge_audit *a)
 {
     size_t k = a->npending < a->o.batch_max ? a->npending : a->o.batch_max;
 
@@ -249,7 +252,7 @@ static size_t take_count(const struct gw_audit *a)
     return k;
 }
 
-static int batch_due(const struct gw_audit *a, double now)
+static int batch_due(const struct al_edge_audit *a, double now)
 {
     return a->npending > 0 && (a->flush_all || a->suspects > 0 || a->npending >= a->o.batch_max ||
                                now - a->head->queued >= a->o.flush_s);
@@ -267,7 +270,7 @@ static int random_id(char out[33])
 }
 
 /* Moves the first k pending records into a new batch and builds its request. */
-static struct batch *batch_form(struct gw_audit *a, size_t k)
+static struct batch *batch_form(struct al_edge_audit *a, size_t k)
 {
     struct batch *b = calloc(1, sizeof(*b));
     struct rec **pp;
@@ -306,7 +309,7 @@ static struct batch *batch_form(struct gw_audit *a, size_t k)
     return b;
 }
 
-double gw_audit_wake(const struct gw_audit *a, double now)
+double al_edge_audit_wake(const struct al_edge_audit *a, double now)
 {
     if (a->b)
         return a->b->sending ? -1 : a->b->retry_at;
@@ -317,7 +320,7 @@ double gw_audit_wake(const struct gw_audit *a, double now)
     return a->head->queued + a->o.flush_s;
 }
 
-const Airlock__V1__AppendAuditRequest *gw_audit_next(struct gw_audit *a, double now)
+const Airlock__V1__AppendAuditRequest *al_edge_audit_next(struct al_edge_audit *a, double now)
 {
     if (a->b) {
         if (a->b->sending || now < a->b->retry_at)
@@ -335,7 +338,7 @@ const Airlock__V1__AppendAuditRequest *gw_audit_next(struct gw_audit *a, double 
     return &a->b->req;
 }
 
-void gw_audit_done(struct gw_audit *a, enum gw_audit_outcome o, double now)
+void al_edge_audit_done(struct al_edge_audit *a, enum al_edge_outcome o, double now)
 {
     struct batch *b = a->b;
 
@@ -343,18 +346,18 @@ void gw_audit_done(struct gw_audit *a, enum gw_audit_outcome o, double now)
         return;
     b->sending = 0;
     switch (o) {
-    case GW_AUDIT_OK:
+    case AL_EDGE_OK:
         a->b = NULL;
         batch_free(b, 1);
         return;
-    case GW_AUDIT_RETRY:
+    case AL_EDGE_RETRY:
         b->failed = 1;
         b->backoff = b->backoff > 0 ? b->backoff * 2 : a->o.flush_s;
         if (b->backoff > a->o.retry_max_s)
             b->backoff = a->o.retry_max_s;
         b->retry_at = now + b->backoff;
         return;
-    case GW_AUDIT_REFUSED:
+    case AL_EDGE_REFUSED:
         a->b = NULL;
         if (b->n == 1) {
             a->dropped++;
@@ -370,43 +373,43 @@ void gw_audit_done(struct gw_audit *a, enum gw_audit_outcome o, double now)
     }
 }
 
-void gw_audit_flush_all(struct gw_audit *a)
+void al_edge_audit_flush_all(struct al_edge_audit *a)
 {
     a->flush_all = 1;
 }
 
-int gw_audit_bypass(const struct gw_audit *a, double now)
+int al_edge_audit_bypass(const struct al_edge_audit *a, double now)
 {
     return a->b && (a->b->failed || now - a->b->first_sent > 2 * a->o.flush_s);
 }
 
-size_t gw_audit_queued(const struct gw_audit *a)
+size_t al_edge_audit_queued(const struct al_edge_audit *a)
 {
     return a->npending + (a->b ? a->b->n : 0);
 }
 
-size_t gw_audit_reserved(const struct gw_audit *a)
+size_t al_edge_audit_reserved(const struct al_edge_audit *a)
 {
     return a->reserved;
 }
 
-unsigned long gw_audit_dropped(const struct gw_audit *a)
+unsigned long al_edge_audit_dropped(const struct al_edge_audit *a)
 {
     return a->dropped;
 }
 
-int gw_audit_in_flight(const struct gw_audit *a)
+int al_edge_audit_in_flight(const struct al_edge_audit *a)
 {
     return a->b != NULL;
 }
 
-size_t gw_audit_free(struct gw_audit *a)
+size_t al_edge_audit_free(struct al_edge_audit *a)
 {
     size_t lost;
 
     if (!a)
         return 0;
-    lost = gw_audit_queued(a);
+    lost = al_edge_audit_queued(a);
     batch_free(a->b, 1);
     while (a->head) {
         struct rec *r = a->head;
