@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Airlock needs to build, run and test.
-# Usage: scripts/install-deps.sh [build|test|local]
-#   test = build + test-only tools; local = build + what deploy/local/up.sh runs
-#   (Node.js and npm for the example MCP server)
+# Usage: scripts/install-deps.sh [build|test|bench|local]
+#   test = build + test-only tools (iproute2: the egress tests' network
+#   namespaces; curl: a real client inside the sandboxes; buildah and
+#   debootstrap: the container images tests/integration/helm.sh builds with
+#   deploy/docker/build.sh); bench = test + the
+#   benchmarks' baselines (squid, the forward proxy tests/bench/egress.sh
+#   compares the egress proxy with); local = build + what deploy/local/up.sh
+#   runs (Node.js and npm for the example MCP server)
 # Idempotent: only missing packages are installed; apt-get update runs only
 # when something is missing.
 set -euo pipefail
@@ -17,12 +22,14 @@ build_pkgs=(
 test_pkgs=(
   libcunit1-dev clang libclang-rt-14-dev nghttp2-client nghttp2-server
   python3-grpcio python3-protobuf protobuf-compiler nodejs npm iproute2 procps curl sqlite3
-  bubblewrap nghttp2-proxy
+  bubblewrap nghttp2-proxy buildah debootstrap
 )
+bench_pkgs=(squid)
 local_pkgs=(nodejs npm curl)
 
 pkgs=("${build_pkgs[@]}")
-[[ $what == test ]] && pkgs+=("${test_pkgs[@]}")
+[[ $what == test || $what == bench ]] && pkgs+=("${test_pkgs[@]}")
+[[ $what == bench ]] && pkgs+=("${bench_pkgs[@]}")
 [[ $what == local ]] && pkgs+=("${local_pkgs[@]}")
 
 missing=()

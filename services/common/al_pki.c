@@ -8,6 +8,7 @@
  * fail clear the thread's OpenSSL error queue so a later SSL_get_error() on the
  * same thread is not misled.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -521,14 +522,58 @@ static int ca_extensions(X509 *x)
     return rc;
 }
 
-static int leaf_extensions(X509 *x, X509 *ca, const char *role, const char *name, unsigned flags)
+/* A DNS host name: labels of [A-Za-z0-9-] (1-63, no '-' at either end)
+ * joined by '.', at most 253 characters. */
+static int dns_name_ok(const char *s)
+{
+    size_t n = strlen(s), label = 0;
+
+    if (n == 0 || n > 253)
+        return 0;
+    for (size_t i = 0; i <= n; i++) {
+        char c = s[i];
+        if (c == '.' || c == '\0') {
+            if (label == 0 || label > 63 || s[i - 1] == '-')
+                return 0;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   (c == '-' && label > 0)) {
+            label++;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* "DNS:<name>" or "IP:<literal>": nothing else can reach OpenSSL's SAN
+ * syntax (a ',' would add SANs of its own). */
+static int san_ok(const char *s)
+{
+    unsigned char buf[16];
+
+    if (strncmp(s, "DNS:", 4) == 0)
+        return dns_name_ok(s + 4);
+    if (strncmp(s, "IP:", 3) == 0)
+        return inet_pton(AF_INET, s + 3, buf) == 1 || inet_pton(AF_INET6, s + 3, buf) == 1;
+    return 0;
+}
+
+static int leaf_extensions(X509 *x, X509 *ca, const char *role, const char *name, unsigned flags,
+                           const char *const *sans)
 {
     int server = (flags & AL_PKI_SERVER) != 0, rc;
-    char san[AL_PKI_ID_MAX + 64];
+    char san[AL_PKI_ID_MAX + 64 + AL_PKI_SANS_MAX * 260];
+    size_t o;
     X509V3_CTX ctx;
 
     snprintf(san, sizeof san, "URI:%s%s/%s%s", spiffe_prefix, role, name,
              server ? ",DNS:localhost,IP:127.0.0.1,IP:::1" : "");
+    o = strlen(san);
+    for (size_t i = 0; sans && sans[i]; i++) { /* checked by the caller: fits */
+        int w = snprintf(san + o, sizeof san - o, ",%s", sans[i]);
+        o += (size_t)w;
+    }
     X509V3_set_ctx(&ctx, ca, x, NULL, NULL, 0);
     rc = add_ext(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
     if (rc == 0)
@@ -599,13 +644,23 @@ static int load_ca(const char *dir, X509 **ca, EVP_PKEY **cakey)
 
 int al_pki_issue(const char *dir, const char *role, const char *name, unsigned flags)
 {
+    return al_pki_issue_sans(dir, role, name, flags, NULL);
+}
+
+int al_pki_issue_sans(const char *dir, const char *role, const char *name, unsigned flags,
+                      const char *const *sans)
+{
     char kp[PATH_MAX], cp[PATH_MAX];
     EVP_PKEY *cakey = NULL, *pk = NULL;
     X509 *ca = NULL, *x = NULL;
+    size_t nsans = 0;
     int rc;
 
     if (!dir || !al_pki_role_valid(role) || !al_pki_name_valid(name))
         return AL_ERR_INVAL;
+    for (; sans && sans[nsans]; nsans++)
+        if (nsans >= AL_PKI_SANS_MAX || !san_ok(sans[nsans]) || !(flags & AL_PKI_SERVER))
+            return AL_ERR_INVAL;
     rc = pathf(kp, "%s/%s-%s.key", dir, role, name);
     if (rc == 0)
         rc = pathf(cp, "%s/%s-%s.crt", dir, role, name);
@@ -619,7 +674,7 @@ int al_pki_issue(const char *dir, const char *role, const char *name, unsigned f
     pk = EVP_EC_gen("P-256");
     rc = pk ? new_cert(pk, role, name, ca, AL_PKI_LEAF_DAYS, &x) : AL_ERR_CRYPTO;
     if (rc == 0)
-        rc = leaf_extensions(x, ca, role, name, flags);
+        rc = leaf_extensions(x, ca, role, name, flags, sans);
     if (rc == 0 && X509_sign(x, cakey, EVP_sha256()) <= 0)
         rc = AL_ERR_CRYPTO;
     if (rc == 0)

@@ -55,6 +55,20 @@ int al_pki_create_ca(const char *dir, unsigned flags);
  */
 int al_pki_issue(const char *dir, const char *role, const char *name, unsigned flags);
 
+#define AL_PKI_SANS_MAX 16 /* extra SANs al_pki_issue_sans() takes */
+
+/*
+ * As al_pki_issue(), with extra SANs for a server reached by other names
+ * (e.g. Kubernetes Service names): sans is a NULL-terminated list (NULL for
+ * none) of at most AL_PKI_SANS_MAX entries "DNS:<host name>" (letters,
+ * digits, '-' and '.', labels of 1-63 characters, at most 253 in all) or
+ * "IP:<IPv4 or IPv6 literal>", added after the loopback SANs; they need
+ * AL_PKI_SERVER. Returns as al_pki_issue(), and AL_ERR_INVAL for a SAN not of
+ * that form or given without AL_PKI_SERVER. Borrows sans.
+ */
+int al_pki_issue_sans(const char *dir, const char *role, const char *name, unsigned flags,
+                      const char *const *sans);
+
 /*
  * Checks that dir/<role>-<name>.crt chains to dir/ca.crt, is currently valid,
  * carries exactly spiffe://airlock/<role>/<name> and matches its .key file.

@@ -145,10 +145,12 @@ static int step_ca(const char *pki, int force)
     return 1;
 }
 
-static int step_leaf(const char *pki, const struct ident *id, int force, unsigned flags)
+static int step_leaf_sans(const char *pki, const struct ident *id, int force, unsigned flags,
+                          const char *const *sans)
 {
     char why[128];
-    int rc = al_pki_issue(pki, id->role, id->name, flags | (force ? AL_PKI_OVERWRITE : 0));
+    int rc =
+        al_pki_issue_sans(pki, id->role, id->name, flags | (force ? AL_PKI_OVERWRITE : 0), sans);
 
     if (rc == 0) {
         printf("created  %s/%s-%s.crt (spiffe://airlock/%s/%s)\n", pki, id->role, id->name,
@@ -158,6 +160,13 @@ static int step_leaf(const char *pki, const struct ident *id, int force, unsigne
     if (rc == AL_ERR_NOTFOUND) {
         fprintf(stderr, "failed   %s/%s-%s.crt: no usable CA in %s (see 'airlockctl certs init')\n",
                 pki, id->role, id->name, pki);
+        return 1;
+    }
+    if (rc == AL_ERR_INVAL && sans && sans[0]) {
+        fprintf(stderr,
+                "failed   %s/%s-%s.crt: a --dns value is not a DNS host name or an --ip "
+                "value not an IPv4/IPv6 address\n",
+                pki, id->role, id->name);
         return 1;
     }
     if (rc != AL_ERR_EXISTS) {
@@ -172,6 +181,11 @@ static int step_leaf(const char *pki, const struct ident *id, int force, unsigne
     fprintf(stderr, "STALE    %s/%s-%s.crt: %s; reissue with --force\n", pki, id->role, id->name,
             why);
     return 1;
+}
+
+static int step_leaf(const char *pki, const struct ident *id, int force, unsigned flags)
+{
+    return step_leaf_sans(pki, id, force, flags, NULL);
 }
 
 static int pub_key_id(const char *pub, char *id, size_t n)
@@ -282,6 +296,7 @@ static int certs_init(int argc, char **argv)
 
 static const char issue_help[] =
     "usage: airlockctl certs issue ROLE NAME [--force] [--server | --client-only]\n"
+    "                              [--dns NAME]... [--ip ADDRESS]...\n"
     "\n"
     "Issues $AIRLOCK_HOME/pki/ROLE-NAME.{crt,key} for spiffe://airlock/ROLE/NAME,\n"
     "signed by the CA made with 'airlockctl certs init'.\n"
@@ -291,18 +306,24 @@ static const char issue_help[] =
     "  --force         replace an existing identity\n"
     "  --server        also valid as a TLS server for localhost, 127.0.0.1, ::1\n"
     "                  (default for every role but admin and client)\n"
-    "  --client-only   TLS client only (default for admin and client)\n";
+    "  --client-only   TLS client only (default for admin and client)\n"
+    "  --dns NAME      also valid as a server for this DNS name (repeatable; e.g. a\n"
+    "                  Kubernetes Service name other services dial)\n"
+    "  --ip ADDRESS    also valid as a server for this IP address (repeatable)\n";
 
 static int certs_issue(int argc, char **argv)
 {
     static const struct option lo[] = {{"force", no_argument, NULL, 'f'},
                                        {"server", no_argument, NULL, 's'},
                                        {"client-only", no_argument, NULL, 'c'},
+                                       {"dns", required_argument, NULL, 'd'},
+                                       {"ip", required_argument, NULL, 'i'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
-    char pki[PATH_MAX];
+    char pki[PATH_MAX], sanbuf[AL_PKI_SANS_MAX][264];
+    const char *sans[AL_PKI_SANS_MAX + 1] = {NULL};
     struct ident id;
-    int c, force = 0, server = -1;
+    int c, force = 0, server = -1, nsans = 0;
 
     optind = 0;
     opterr = 0;
@@ -314,6 +335,16 @@ static int certs_issue(int argc, char **argv)
             force = 1;
         } else if (c == 's' || c == 'c') {
             server = c == 's';
+        } else if (c == 'd' || c == 'i') {
+            if (nsans == AL_PKI_SANS_MAX)
+                return ctl_usage_error("certs issue", "at most %d --dns/--ip", AL_PKI_SANS_MAX);
+            if (strlen(optarg) > 253)
+                return ctl_usage_error("certs issue", "'%s' is too long", optarg);
+            snprintf(sanbuf[nsans], sizeof sanbuf[nsans], "%s:%s", c == 'd' ? "DNS" : "IP", optarg);
+            sans[nsans] = sanbuf[nsans];
+            nsans++;
+        } else if (c == ':') {
+            return ctl_usage_error("certs issue", "'%s' needs a value", argv[optind - 1]);
         } else {
             return ctl_usage_error("certs issue", "unknown option '%s'", argv[optind - 1]);
         }
@@ -328,10 +359,14 @@ static int certs_issue(int argc, char **argv)
     snprintf(id.role, sizeof id.role, "%s", argv[optind]);
     snprintf(id.name, sizeof id.name, "%s", argv[optind + 1]);
     if (server < 0)
-        server = role_flags(id.role) != 0;
+        server = role_flags(id.role) != 0 || nsans > 0;
+    if (nsans > 0 && !server)
+        return ctl_usage_error("certs issue",
+                               "--dns and --ip name a server: not with --client-only");
     if (home_dir("pki", pki, sizeof pki) < 0)
         return CTL_EXIT_FAIL;
-    return step_leaf(pki, &id, force, server ? AL_PKI_SERVER : 0) ? CTL_EXIT_FAIL : CTL_EXIT_OK;
+    return step_leaf_sans(pki, &id, force, server ? AL_PKI_SERVER : 0, sans) ? CTL_EXIT_FAIL
+                                                                             : CTL_EXIT_OK;
 }
 
 int ctl_certs(int argc, char **argv)

@@ -146,6 +146,38 @@ static void test_leaf_chain_and_extensions(void)
     X509_free(cli);
 }
 
+/* Extra server SANs: each one valid for its name/address, and anything that
+ * is not a plain DNS name or IP literal refused (no SAN injection). */
+static void test_issue_sans(void)
+{
+    const char *const good[] = {"DNS:airlock-intake.ns.svc.cluster.local", "IP:10.1.2.3",
+                                "IP:fd00::7", NULL};
+    const char *const comma[] = {"DNS:a.example,DNS:evil.example", NULL};
+    const char *const uri[] = {"URI:spiffe://airlock/admin/admin", NULL};
+    const char *const label[] = {"DNS:-bad.example", NULL};
+    const char *const ip[] = {"IP:10.1.2", NULL};
+    char id[AL_PKI_ID_MAX];
+    X509 *x;
+
+    CU_ASSERT_EQUAL(al_pki_issue_sans(dir, "credstore", "sans", AL_PKI_SERVER, good), 0);
+    x = load("credstore-sans.crt");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    CU_ASSERT_EQUAL(X509_check_host(x, "airlock-intake.ns.svc.cluster.local", 0, 0, NULL), 1);
+    CU_ASSERT_EQUAL(X509_check_host(x, "localhost", 0, 0, NULL), 1);
+    CU_ASSERT_EQUAL(X509_check_ip_asc(x, "10.1.2.3", 0), 1);
+    CU_ASSERT_EQUAL(X509_check_ip_asc(x, "fd00::7", 0), 1);
+    CU_ASSERT_EQUAL(X509_check_host(x, "other.example", 0, 0, NULL), 0);
+    CU_ASSERT_EQUAL(al_pki_spiffe_id(x, id, sizeof id), 0);
+    CU_ASSERT_STRING_EQUAL(id, "spiffe://airlock/credstore/sans");
+    X509_free(x);
+    CU_ASSERT_EQUAL(al_pki_issue_sans(dir, "credstore", "c1", AL_PKI_SERVER, comma), AL_ERR_INVAL);
+    CU_ASSERT_EQUAL(al_pki_issue_sans(dir, "credstore", "c2", AL_PKI_SERVER, uri), AL_ERR_INVAL);
+    CU_ASSERT_EQUAL(al_pki_issue_sans(dir, "credstore", "c3", AL_PKI_SERVER, label), AL_ERR_INVAL);
+    CU_ASSERT_EQUAL(al_pki_issue_sans(dir, "credstore", "c4", AL_PKI_SERVER, ip), AL_ERR_INVAL);
+    CU_ASSERT_EQUAL(al_pki_issue_sans(dir, "client", "c5", 0, good), AL_ERR_INVAL);
+    CU_ASSERT_EQUAL(mode_of("credstore-c1.crt"), (mode_t)-1); /* nothing written */
+}
+
 static void test_spiffe_id(void)
 {
     X509 *srv = load("intake-intake-0.crt"), *ca = load("ca.crt");
@@ -300,6 +332,7 @@ int main(void)
     CU_add_test(s, "files and modes", test_files_and_modes);
     CU_add_test(s, "CA certificate", test_ca);
     CU_add_test(s, "leaf chain and extensions", test_leaf_chain_and_extensions);
+    CU_add_test(s, "extra server SANs", test_issue_sans);
     CU_add_test(s, "SPIFFE id extraction", test_spiffe_id);
     CU_add_test(s, "SPIFFE id must be unambiguous", test_spiffe_id_ambiguous);
     CU_add_test(s, "SPIFFE id parsing", test_parse_spiffe);
