@@ -320,6 +320,38 @@ static int dests_from(struct eg_dest **out, size_t *nout,
     return 0;
 }
 
+/* Builds c from the message entry m (JobOpen, JobCredentials). */
+static int cred_from(const struct eg_job *j, struct eg_cred *c,
+                     const Airlock__Internal__EgressCredential *m, char *why, size_t wn)
+{
+    struct eg_cred_spec s = {
+        .name = m->credential,
+        .placeholder = m->placeholder,
+        .binds = (const char *const *)m->destinations,
+        .nbinds = m->n_destinations,
+        .version = m->version,
+        .type = m->type,
+        .header = m->header,
+        .format = m->format,
+        .allow_plain_http = m->allow_plain_http,
+        .value = m->value.data,
+        .value_len = m->value.len,
+        .expires_ms = m->expires_unix_ms,
+        .credstore_expires_ms = m->credstore_expires_unix_ms,
+        .grant_id = m->grant_id && m->grant_id[0] ? m->grant_id : j->grant_id,
+    };
+
+    if (!m->credential || !m->credential[0]) {
+        snprintf(why, wn, "no credential name");
+        return AL_ERR_INVAL;
+    }
+    if (m->expires_unix_ms <= 0) {
+        snprintf(why, wn, "no expiry");
+        return AL_ERR_INVAL;
+    }
+    return eg_cred_init(c, &s, why, wn);
+}
+
 static int creds_from(struct eg_job *j, Airlock__Internal__EgressCredential *const *m, size_t n,
                       char *why, size_t wn)
 {
@@ -334,29 +366,7 @@ static int creds_from(struct eg_job *j, Airlock__Internal__EgressCredential *con
         return AL_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
         const Airlock__Internal__EgressCredential *c = m[i];
-        struct eg_cred_spec s = {
-            .name = c->credential,
-            .placeholder = c->placeholder,
-            .binds = (const char *const *)c->destinations,
-            .nbinds = c->n_destinations,
-            .version = c->version,
-            .type = c->type,
-            .header = c->header,
-            .format = c->format,
-            .allow_plain_http = c->allow_plain_http,
-            .value = c->value.data,
-            .value_len = c->value.len,
-            .expires_ms = c->expires_unix_ms,
-            .credstore_expires_ms = c->credstore_expires_unix_ms,
-            .grant_id = c->grant_id && c->grant_id[0] ? c->grant_id : j->grant_id,
-        };
-        int rc = AL_ERR_INVAL;
-        if (!c->credential || !c->credential[0])
-            snprintf(sub, sizeof(sub), "no credential name");
-        else if (c->expires_unix_ms <= 0)
-            snprintf(sub, sizeof(sub), "no expiry");
-        else
-            rc = eg_cred_init(&j->creds[i], &s, sub, sizeof(sub));
+        int rc = cred_from(j, &j->creds[i], c, sub, sizeof(sub));
         if (rc < 0) {
             snprintf(why, wn, "credential %zu (%.64s): %.140s", i, c->credential ? c->credential : "",
                      sub);
@@ -614,6 +624,69 @@ static void on_grant(struct eg_proxy *p, const Airlock__Internal__JobGrant *m)
     AL_LOG_INFO("egress.job.grant", "job=%s grant=%s", j->id, j->grant_id);
 }
 
+/* Values resolved again: each entry replaces the credential with its
+ * placeholder (value, version, template, expiries), so a long job keeps
+ * working past credstore's limit on one released value. */
+static void on_credentials(struct eg_proxy *p, const Airlock__Internal__JobCredentials *m)
+{
+    struct eg_job *j = m->job ? eg_job_find(p, m->job) : NULL;
+    char why[WHY_MAX];
+    size_t done = 0;
+
+    if (!j || j->closed) {
+        AL_LOG_WARN("egress.job.credentials", "job=%s reason=\"no such open job\"",
+                    m->job ? m->job : "");
+        return;
+    }
+    for (size_t i = 0; i < m->n_credentials; i++) {
+        const Airlock__Internal__EgressCredential *e = m->credentials[i];
+        struct eg_cred fresh;
+        size_t k;
+        int rc;
+
+        for (k = 0; k < j->ncreds; k++)
+            if (e->placeholder && strcmp(j->creds[k].placeholder, e->placeholder) == 0)
+                break;
+        if (k == j->ncreds || !e->credential || strcmp(e->credential, j->creds[k].name) != 0) {
+            AL_LOG_WARN("egress.job.credentials",
+                        "job=%s entry=%zu reason=\"no credential of the job has this "
+                        "placeholder and name\"",
+                        j->id, i);
+            continue;
+        }
+        rc = cred_from(j, &fresh, e, why, sizeof(why));
+        if (rc < 0) {
+            /* the value in use stays until it expires */
+            AL_LOG_WARN("egress.job.credentials", "job=%s cred=%s reason=\"%s\"", j->id,
+                        j->creds[k].name, why);
+            continue;
+        }
+        eg_cred_cleanup(&j->creds[k]);
+        j->creds[k] = fresh;
+        done++;
+        AL_LOG_INFO("egress.job.credentials", "job=%s cred=%s version=%d", j->id,
+                    j->creds[k].name, (int)j->creds[k].version);
+    }
+    if (done) {
+        struct eg_scrubset *set = NULL;
+        if (build_resp(j, &set) < 0) {
+            /* no scrubber for the new values: they may not be used */
+            AL_LOG_ERROR("egress.job.credentials",
+                         "job=%s reason=\"out of memory building the response scrubber; "
+                         "the job's values are dropped\"",
+                         j->id);
+            for (size_t i = 0; i < j->ncreds; i++)
+                eg_cred_expire(&j->creds[i]);
+            eg_scrubset_unref(j->resp);
+            j->resp = NULL;
+        } else {
+            eg_scrubset_unref(j->resp);
+            j->resp = set;
+        }
+    }
+    arm_expiry(j);
+}
+
 static void on_close(struct eg_proxy *p, const Airlock__Internal__JobClose *m)
 {
     struct eg_job *j = m->job ? eg_job_find(p, m->job) : NULL;
@@ -654,6 +727,9 @@ static void ctl_msg(struct eg_ctl *c, const Airlock__Internal__EgressMsg *m, int
         return;
     case AIRLOCK__INTERNAL__EGRESS_MSG__MSG_GRANT:
         on_grant(p, m->grant);
+        return;
+    case AIRLOCK__INTERNAL__EGRESS_MSG__MSG_CREDENTIALS:
+        on_credentials(p, m->credentials);
         return;
     case AIRLOCK__INTERNAL__EGRESS_MSG__MSG_CLOSE:
         on_close(p, m->close);

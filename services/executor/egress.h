@@ -34,7 +34,9 @@
  *             -> JobOpened -> the CA bundle written (system bundle + the
  *             job's CA) -> ready: the sandbox starts
  *   run       the sandbox's listeners -> JobListen; each renewed grant ->
- *             JobGrant; Use -> audit
+ *             JobGrant; shortly before credstore's expiry of the values,
+ *             every binding resolved again with the newest grant ->
+ *             JobCredentials; Use -> audit
  *   close     JobClose when the job ends for any reason; the bundle is
  *             removed; the job's state lives on until JobClosed (its last
  *             Use records cite its grants), or a timeout

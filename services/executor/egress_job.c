@@ -18,6 +18,16 @@
  * client wipes its own copies); the packed JobOpen lives in locked memory
  * until sent and is then wiped, as are the copies, right after sending.
  * Nothing of a value is logged or put in a message to intake.
+ *
+ * Refresh: credstore releases a value for at most its resolve.max_ttl. In
+ * OPEN, shortly before the first of the job's values expires (a fifth of
+ * its lifetime before, 1 to 60 s), every binding is resolved again with the
+ * newest grant and the fresh values go to the proxy (JobCredentials), so a
+ * job outliving one value's ttl keeps its credentials while its grant is
+ * renewed. A credential credstore refuses again is not refreshed any more
+ * (its value expires in the proxy: revocation reaches running jobs within
+ * the ttl); credstore unreachable retries every REFRESH_RETRY_S while the
+ * grant is valid. The job never fails for a refresh.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -49,6 +59,9 @@
 #define BUNDLE_MAX      (16 << 20)
 #define VALUE_MAX       (64 * 1024)
 #define KEY_MAX         96 /* "<job id>/<attempt>" */
+#define REFRESH_RETRY_S 5.0
+#define REFRESH_LEAD_MIN_MS 1000
+#define REFRESH_LEAD_MAX_MS 60000
 
 enum ej_state { EJ_RESOLVING = 0, EJ_WAITING, EJ_OPENING, EJ_OPEN, EJ_CLOSING, EJ_DEAD };
 
@@ -62,7 +75,10 @@ struct ej_cred {
     int allow_plain_http;
     uint8_t *value; /* locked memory */
     size_t value_len;
-    int64_t expires_ms;
+    int64_t expires_ms;      /* credstore's expiry of the value the proxy holds */
+    int64_t prev_expires_ms; /* while a refresh runs */
+    int refresh_failed;      /* this refresh: a Resolve of it failed */
+    int refresh_denied;      /* credstore refused it again: never refreshed */
 };
 
 struct ej_call {
@@ -99,6 +115,10 @@ struct ex_ejob {
     const char **env_names, **env_values;
     size_t n_env;
     ev_timer timer_w; /* open timeout, then close timeout, then the free */
+    ev_timer refresh_w; /* OPEN: the next refresh of the values */
+    int refreshing;     /* Resolve calls of a refresh in flight */
+    int refresh_retry;  /* a refresh could not reach credstore */
+    int64_t resolved_ms; /* when the values in use were asked for */
 };
 
 static int64_t unix_ms(void)
@@ -145,6 +165,7 @@ static void ejob_free(struct ex_ejob *j)
         al_metric_set(eg->m_jobs, (double)eg->n_jobs);
     }
     ev_timer_stop(j->ex->svc.loop, &j->timer_w);
+    ev_timer_stop(j->ex->svc.loop, &j->refresh_w);
     for (size_t i = 0; i < j->n_calls; i++)
         al_edge_cancel(j->calls[i].call);
     wipe_values(j);
@@ -178,6 +199,7 @@ static void to_dead(struct ex_ejob *j)
 
     j->state = EJ_DEAD;
     ev_timer_stop(loop, &j->timer_w);
+    ev_timer_stop(loop, &j->refresh_w);
     if (j->released) {
         ev_timer_set(&j->timer_w, 0., 0.);
         ev_timer_start(loop, &j->timer_w);
@@ -196,6 +218,7 @@ static void fail(struct ex_ejob *j, int reason, const char *why)
     if (j->detached)
         return;
     j->detached = 1;
+    ev_timer_stop(j->ex->svc.loop, &j->refresh_w);
     AL_LOG_WARN("executor.egress_job_failed", "job=%s reason=%s", j->key,
                 al_log_quote(q, sizeof(q), why, strlen(why)));
     for (size_t i = 0; i < j->n_calls; i++) {
@@ -400,6 +423,7 @@ static void send_open(struct ex_ejob *j)
         e->value.data = x->value;
         e->value.len = x->value_len;
         e->expires_unix_ms = g && g->expires_ms < x->expires_ms ? g->expires_ms : x->expires_ms;
+        e->credstore_expires_unix_ms = x->expires_ms;
         e->grant_id = g ? g->g->grant_id : "";
         p.credp[i] = e;
     }
@@ -487,6 +511,8 @@ static void resolve_answer(void *user, const Airlock__V1__ResolveResponse *r)
     x->expires_ms = x->expires_ms && x->expires_ms < exp ? x->expires_ms : exp;
 }
 
+static void refresh_result(struct ej_call *c, int status, int reason, const char *message);
+
 static void resolve_done(void *user, int status, int reason, const char *message)
 {
     struct ej_call *c = user;
@@ -499,6 +525,10 @@ static void resolve_done(void *user, int status, int reason, const char *message
     j->pending--;
     if (j->detached)
         return;
+    if (j->refreshing) {
+        refresh_result(c, status, reason, message);
+        return;
+    }
     if (status != AL_GRPC_OK) {
         int denied = status == AL_GRPC_PERMISSION_DENIED || status == AL_GRPC_NOT_FOUND ||
                      status == AL_GRPC_INVALID_ARGUMENT;
@@ -591,10 +621,15 @@ static int start_resolves(struct ex_ejob *j)
 
     for (size_t i = 0; i < j->n_creds; i++)
         n += j->creds[i].n_dests;
-    j->calls = calloc(n ? n : 1, sizeof(*j->calls));
+    if (!j->calls) /* a refresh reuses them: the same bindings */
+        j->calls = calloc(n ? n : 1, sizeof(*j->calls));
     if (!j->calls)
         return AL_ERR_NOMEM;
+    j->n_calls = 0;
+    j->resolved_ms = unix_ms();
     for (size_t i = 0; i < j->n_creds; i++) {
+        if (j->creds[i].refresh_denied)
+            continue;
         for (size_t k = 0; k < j->creds[i].n_dests; k++) {
             struct ej_call *c = &j->calls[j->n_calls++];
             c->j = j;
@@ -608,6 +643,179 @@ static int start_resolves(struct ex_ejob *j)
         }
     }
     return 0;
+}
+
+/* ---------- refresh (OPEN) ---------- */
+
+static void refresh_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* Schedules the next refresh: a retry, or a lead before the first value
+ * the proxy holds expires. */
+static void arm_refresh(struct ex_ejob *j)
+{
+    struct ev_loop *loop = j->ex->svc.loop;
+    int64_t first = 0, now = unix_ms(), lead;
+    double delay;
+
+    ev_timer_stop(loop, &j->refresh_w);
+    if (j->detached || j->state != EJ_OPEN || j->refreshing)
+        return;
+    for (size_t i = 0; i < j->n_creds; i++)
+        if (!j->creds[i].refresh_denied && (first == 0 || j->creds[i].expires_ms < first))
+            first = j->creds[i].expires_ms;
+    if (first == 0)
+        return; /* nothing to refresh */
+    if (j->refresh_retry) {
+        delay = REFRESH_RETRY_S;
+    } else {
+        lead = (first - j->resolved_ms) / 5;
+        lead = lead < REFRESH_LEAD_MIN_MS ? REFRESH_LEAD_MIN_MS
+               : lead > REFRESH_LEAD_MAX_MS ? REFRESH_LEAD_MAX_MS
+                                            : lead;
+        delay = first - lead > now ? (double)(first - lead - now) / 1000.0 : 0.;
+    }
+    ev_timer_set(&j->refresh_w, delay, 0.);
+    ev_timer_start(loop, &j->refresh_w);
+}
+
+static void refresh_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct ex_ejob *j = w->data;
+    const struct ej_grant *g = grant_latest(j);
+    int rc;
+
+    (void)loop;
+    (void)revents;
+    if (j->detached || j->state != EJ_OPEN || j->refreshing)
+        return;
+    if (!g || g->expires_ms <= unix_ms()) {
+        /* nothing to resolve with: the values end with the grant; a renewed
+         * grant (ex_ejob_grant) arms the refresh again */
+        AL_LOG_INFO("executor.egress_refresh", "job=%s reason=\"the job's grant has expired; "
+                    "its values are not refreshed\"", j->key);
+        return;
+    }
+    for (size_t i = 0; i < j->n_creds; i++) {
+        struct ej_cred *x = &j->creds[i];
+        x->refresh_failed = 0;
+        x->prev_expires_ms = x->expires_ms;
+        x->expires_ms = 0;
+    }
+    j->refreshing = 1;
+    j->refresh_retry = 0;
+    rc = start_resolves(j);
+    if (rc < 0) {
+        AL_LOG_WARN("executor.egress_refresh", "job=%s reason=\"%s\"", j->key, al_strerror(rc));
+        for (size_t i = 0; i < j->n_creds; i++) /* those started answer later */
+            j->creds[i].refresh_failed = 1;
+        j->refresh_retry = 1;
+    }
+    if (j->pending == 0) {
+        j->refreshing = 0;
+        for (size_t i = 0; i < j->n_creds; i++)
+            j->creds[i].expires_ms = j->creds[i].prev_expires_ms;
+        arm_refresh(j);
+    }
+}
+
+/* Every refresh answer is in: the fresh values to the proxy. */
+static void refresh_send(struct ex_ejob *j)
+{
+    const struct ej_grant *g = grant_latest(j);
+    Airlock__Internal__EgressMsg m = AIRLOCK__INTERNAL__EGRESS_MSG__INIT;
+    Airlock__Internal__JobCredentials jc = AIRLOCK__INTERNAL__JOB_CREDENTIALS__INIT;
+    Airlock__Internal__EgressCredential *e = calloc(j->n_creds + 1, sizeof(*e));
+    Airlock__Internal__EgressCredential **ep = calloc(j->n_creds + 1, sizeof(*ep));
+    size_t n = 0;
+    int rc = AL_ERR_NOMEM;
+
+    j->refreshing = 0;
+    for (size_t i = 0; i < j->n_creds && e && ep; i++) {
+        struct ej_cred *x = &j->creds[i];
+        if (x->refresh_denied || x->refresh_failed || !x->value)
+            continue;
+        airlock__internal__egress_credential__init(&e[n]);
+        e[n].credential = (char *)x->name;
+        e[n].placeholder = x->ph;
+        e[n].destinations = x->dests;
+        e[n].n_destinations = x->n_dests;
+        e[n].version = x->version;
+        e[n].type = x->type;
+        e[n].header = x->header ? x->header : "";
+        e[n].format = x->format ? x->format : "";
+        e[n].allow_plain_http = x->allow_plain_http;
+        e[n].value.data = x->value;
+        e[n].value.len = x->value_len;
+        e[n].expires_unix_ms = g && g->expires_ms < x->expires_ms ? g->expires_ms : x->expires_ms;
+        e[n].credstore_expires_unix_ms = x->expires_ms;
+        e[n].grant_id = g ? g->g->grant_id : "";
+        ep[n] = &e[n];
+        n++;
+    }
+    if (n && e && ep) {
+        jc.job = j->key;
+        jc.credentials = ep;
+        jc.n_credentials = n;
+        m.msg_case = AIRLOCK__INTERNAL__EGRESS_MSG__MSG_CREDENTIALS;
+        m.credentials = &jc;
+        rc = j->gen == ex_egress_generation(egress_of(j))
+                 ? ex_egress_send(egress_of(j), &m, NULL, 0, 1)
+                 : AL_ERR_STATE;
+    } else if (e && ep) {
+        rc = 0;
+    }
+    free(e);
+    free(ep);
+    wipe_values(j);
+    for (size_t i = 0; i < j->n_creds; i++) {
+        struct ej_cred *x = &j->creds[i];
+        /* what the proxy holds now: the fresh value, or still the old one */
+        if (rc < 0 || x->refresh_denied || x->refresh_failed || !x->expires_ms)
+            x->expires_ms = x->prev_expires_ms;
+    }
+    if (rc < 0) {
+        AL_LOG_WARN("executor.egress_refresh",
+                    "job=%s reason=\"the fresh values could not be sent to the proxy: %s\"",
+                    j->key, al_strerror(rc));
+        j->refresh_retry = 1;
+    } else {
+        AL_LOG_INFO("executor.egress_refresh", "job=%s refreshed=%zu credentials=%zu", j->key, n,
+                    j->n_creds);
+    }
+    arm_refresh(j);
+}
+
+static void refresh_result(struct ej_call *c, int status, int reason, const char *message)
+{
+    struct ex_ejob *j = c->j;
+    struct ex_egress *eg = egress_of(j);
+    struct ej_cred *x = &j->creds[c->cred];
+    char q[160];
+
+    if (status != AL_GRPC_OK) {
+        int denied = status == AL_GRPC_PERMISSION_DENIED || status == AL_GRPC_NOT_FOUND ||
+                     status == AL_GRPC_INVALID_ARGUMENT;
+        al_metric_add(denied ? eg->m_resolve_denied : eg->m_resolve_failed, 1);
+        AL_LOG_WARN("executor.egress_refresh",
+                    "job=%s credential=%s destination=%s status=%s reason=%s msg=%s "
+                    "outcome=\"%s\"",
+                    j->key, x->name, x->dests[c->dest], al_grpc_status_name(status),
+                    reason ? reason_name(reason) : "-",
+                    al_log_quote(q, sizeof(q), message, strlen(message)),
+                    denied ? "not refreshed again: the value in use expires"
+                           : "retried while the grant is valid");
+        x->refresh_failed = 1;
+        if (denied)
+            x->refresh_denied = 1;
+        else
+            j->refresh_retry = 1;
+    } else {
+        al_metric_add(eg->m_resolve_ok, 1);
+        if (!x->value)
+            x->refresh_failed = 1; /* nothing usable came back */
+    }
+    if (j->pending == 0)
+        refresh_send(j);
 }
 
 /* A job refused before it got a proxy: one DENY record under its grant,
@@ -684,6 +892,8 @@ int ex_ejob_open(struct ex *ex, struct ex_attempt *a, const struct ex_ejob_cbs *
     snprintf(j->key, sizeof(j->key), "%s/%d", a->job_id, (int)a->attempt);
     ev_timer_init(&j->timer_w, timer_cb, (double)ex->cfg.egress_open_timeout_ms / 1000.0, 0.);
     j->timer_w.data = j;
+    ev_timer_init(&j->refresh_w, refresh_cb, 0., 0.);
+    j->refresh_w.data = j;
     j->next = eg->jobs;
     eg->jobs = j;
     eg->n_jobs++;
@@ -826,6 +1036,7 @@ void ex_ejob_on_opened(struct ex *ex, const Airlock__Internal__JobOpened *m)
     }
     j->state = EJ_OPEN;
     ev_timer_stop(ex->svc.loop, &j->timer_w);
+    arm_refresh(j);
     AL_LOG_INFO("executor.egress_opened", "job=%s intercept=%s", j->key,
                 j->have_bundle ? "yes" : "no");
     j->cbs->ready(j->user, j->have_bundle ? j->bundle : NULL); /* last */
@@ -886,6 +1097,8 @@ void ex_ejob_grant(struct ex_ejob *j, const Airlock__V1__SignedGrant *sg)
                     "job=%s reason=\"the renewed grant could not be "
                     "sent to the proxy\"",
                     j->key);
+    if (!ev_is_active(&j->refresh_w))
+        arm_refresh(j); /* stopped for want of a valid grant */
 }
 
 void ex_ejob_close(struct ex_ejob *j)
@@ -905,6 +1118,8 @@ void ex_ejob_close(struct ex_ejob *j)
         return;
     }
     j->detached = 1;
+    ev_timer_stop(loop, &j->refresh_w);
+    j->refreshing = 0;
     for (size_t i = 0; i < j->n_calls; i++) {
         al_edge_cancel(j->calls[i].call);
         j->calls[i].call = NULL;

@@ -110,6 +110,14 @@ def executor_config(cs_port):
             '};\n')
 
 
+class Credstore(ct.Server):
+    """credstore releasing values for 3 s only (resolve.max_ttl): jobs that
+    use a credential for longer depend on the executor refreshing it."""
+
+    def config(self):
+        return super().config() + 'resolve = { max_ttl = "3s"; };\n'
+
+
 ISSUERS = (f'{{ issuer = "spiffe://airlock/intake/*"; public_key_file = "{KEYS}/intake-0.pub"; '
            f'principals = ["**"]; pools = ["**"]; credentials = ["test/**"]; }}')
 
@@ -353,14 +361,62 @@ def c_injection(x):
         expect(b'"ok": true' in out, f"upstream answer {out!r}")
         key = f"{job.id}/1"
         first = [r.grant_id for r in ct.audit_after(x.cs, 0, action=RESOLVE)
-                 if r.subject == f"job/{job.id}/attempt/1"]
+                 if r.subject == f"job/{job.id}/attempt/1"][:1]
         use = wait_until("the request's record", lambda: [
             r for r in ct.audit_after(x.cs, 0, action=USE)
             if r.request_id == key and r.decision == ALLOW], deadline=60)
         expect(first and use[0].grant_id and use[0].grant_id not in first,
-               f"the request was recorded under grant {use[0].grant_id}, the job resolved "
-               f"under {first}: the renewed grant did not reach the proxy")
+               f"the request was recorded under grant {use[0].grant_id}, the job first "
+               f"resolved under {first}: the renewed grant did not reach the proxy")
     check("renewed-grant-reaches-proxy", renewed_grant)
+
+    def refreshed_values():
+        # credstore releases a value for 3 s (resolve.max_ttl): a request 8 s
+        # into the job works only if the executor resolved the value again
+        # (with the renewed grant) and handed it to the proxy in time
+        job, out, err = x.run("refresh", spec(
+            'sleep 8; curl -sS --max-time 30 -H "Authorization: Bearer $TOKEN" '
+            'https://upstream.test:8443/api', creds=[bind()]))
+        expect_ok(job, out, err)
+        expect(b'"ok": true' in out, f"upstream answer {out!r}: the value in the proxy "
+               "was not refreshed before credstore's expiry")
+        res = [r for r in ct.audit_after(x.cs, 0, action=RESOLVE)
+               if r.subject == f"job/{job.id}/attempt/1"]
+        grants = {r.grant_id for r in res}
+        expect(len(res) >= 3 and all(r.decision == ALLOW for r in res) and len(grants) >= 2,
+               f"{len(res)} Resolve records under {len(grants)} grants for an 8 s job with a "
+               f"3 s ttl and 3 s grant renewals: {[(r.decision, r.grant_id) for r in res]}")
+    check("values-refreshed-past-credstore-ttl", refreshed_values)
+
+    def revoked_mid_job():
+        # the credential is deleted in credstore while a job uses it: the
+        # next refresh is refused and the value dies in the proxy within the
+        # 3 s ttl; the job's later request is refused, the job itself runs on
+        ct.put(x.cs, "test/revocable", b"REVOCABLE-" + secrets.token_hex(16).encode(),
+               allowed_issuers=["spiffe://airlock/intake/*"], allowed_principals=["**"],
+               allowed_holders=["spiffe://airlock/executor/*"], allowed_pools=["ci"],
+               allowed_destinations=["upstream.test:8443"])
+        req = ('curl -sS -w "\\nCODE=%{http_code}\\n" --max-time 30 '
+               '-H "Authorization: Bearer $RV" https://upstream.test:8443/echo')
+        jid = x.start("revoked", spec(f'{req}; echo FIRST; sleep 8; {req}',
+                                      creds=[bind("test/revocable", "RV")]))
+        wait_until("the first request", lambda: b"FIRST" in jt.out_of(x.events_so_far(jid)))
+        ct.admin(x.cs).delete(CS.DeleteCredentialRequest(name="test/revocable"))
+        j = x.jobs.wait_state(jid, TERMINAL)
+        evs = x.jobs.watch_all(jid)
+        ALL_EVENTS.extend(evs)
+        out = jt.out_of(evs)
+        codes = re.findall(rb"CODE=(\d+)", out)
+        expect(j.state == P.JOB_STATE_SUCCEEDED and codes[:1] == [b"200"],
+               f"{job_desc(j, out)}: the first request should have gone through")
+        expect(len(codes) == 2 and codes[1] == b"403" and b"has expired" in out,
+               f"the request after the credential was deleted answered {codes[1:]!r} "
+               f"(403 from the proxy expected): {out[-300:]!r}")
+        res = [r for r in ct.audit_after(x.cs, 0, action=RESOLVE)
+               if r.subject == f"job/{jid}/attempt/1"]
+        expect(any(r.decision == DENY for r in res),
+               f"no refused Resolve for the deleted credential: {[r.decision for r in res]}")
+    check("credential-deleted-mid-job-stops-injection", revoked_mid_job)
 
     def tunnel():
         job, out, err = x.run("tunnel", spec(
@@ -812,7 +868,7 @@ def main():
     cs = intake = ex = None
     try:
         mk = ct.gen_master(os.path.join(T_DIR, "master.key"))
-        cs = ct.Server("credstore", os.path.join(T_DIR, "cs.data"), mk, issuers=ISSUERS).start()
+        cs = Credstore("credstore", os.path.join(T_DIR, "cs.data"), mk, issuers=ISSUERS).start()
         put_credentials(cs)
         intake = Intake("intake").start()
         key = intake.new_key("acme/alice")

@@ -8,6 +8,7 @@
  * Covered: JobOpen answered with a CA only when something is intercepted,
  * and with a precise error for every kind of bad input (nothing opened);
  * JobListen with descriptors that are not listening sockets; JobGrant;
+ * JobCredentials (fresh values by placeholder, entries that do not fit);
  * JobClose (counters) and a JobClose for an unknown job; CONNECT refusals
  * with their status, reason and Use record (outside the policy, a name
  * resolving to loopback, a placeholder in the CONNECT); an intercepted
@@ -374,6 +375,90 @@ static void test_listen_grant_close(void)
     CU_ASSERT_EQUAL(closed.requests, 0);
 }
 
+/* JobCredentials: fresh values replace the ones in use by placeholder; an
+ * entry that does not fit leaves the credential as it was. */
+static void send_creds(const char *job, Airlock__Internal__EgressCredential **c, size_t n)
+{
+    Airlock__Internal__JobCredentials jc = AIRLOCK__INTERNAL__JOB_CREDENTIALS__INIT;
+    Airlock__Internal__EgressMsg m = AIRLOCK__INTERNAL__EGRESS_MSG__INIT;
+
+    jc.job = (char *)job;
+    jc.credentials = c;
+    jc.n_credentials = n;
+    m.msg_case = AIRLOCK__INTERNAL__EGRESS_MSG__MSG_CREDENTIALS;
+    m.credentials = &jc;
+    send_msg(&m, -1);
+}
+
+/* Handles everything sent so far (messages are processed in order: a
+ * JobClose for an unknown job is answered after them). */
+static void sync_ctl(void)
+{
+    close_job("sync/1", NULL);
+}
+
+static void test_credentials(void)
+{
+    Airlock__Internal__EgressMsg *keep;
+    Airlock__Internal__EgressCredential *c[3];
+    struct job_spec s = {.job = "rc/1",
+                         .ceiling = {dest("free.test", 443, NULL)},
+                         .nceiling = 1,
+                         .dests = {dest("free.test", 443, NULL)},
+                         .ndests = 1};
+    struct eg_job *j;
+    struct eg_scrubset *before;
+
+    s.creds[0] = bearer(PH_A, "first-value-of-the-token", "free.test");
+    s.creds[0]->version = 1;
+    s.ncreds = 1;
+    free_msg((open_job(&s, &keep), keep));
+    j = eg_job_find(&P, "rc/1");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(j->creds[0].version, 1);
+    before = j->resp;
+    CU_ASSERT_PTR_NOT_NULL(before);
+
+    /* a fresh value (a rotated version): replaced, scrubber rebuilt */
+    c[0] = bearer(PH_A, "second-value-of-the-token", "free.test");
+    c[0]->version = 2;
+    c[0]->credstore_expires_unix_ms = c[0]->expires_unix_ms;
+    send_creds("rc/1", c, 1);
+    sync_ctl();
+    CU_ASSERT_EQUAL(j->creds[0].version, 2);
+    CU_ASSERT_EQUAL(j->creds[0].value_len, strlen("second-value-of-the-token"));
+    CU_ASSERT(j->creds[0].value &&
+              memcmp(j->creds[0].value, "second-value-of-the-token", j->creds[0].value_len) == 0);
+    CU_ASSERT_EQUAL(j->creds[0].credstore_expires_ms, c[0]->credstore_expires_unix_ms);
+    CU_ASSERT_PTR_NOT_NULL(j->resp);
+
+    /* entries that do not fit: a value too short to scrub, an unknown
+     * placeholder, another credential's name: nothing changes */
+    c[0] = bearer(PH_A, "short", "free.test");
+    c[0]->version = 3;
+    c[1] = bearer("AIRLOCK_PH_ffffffffffffffffffffffffffffffff", "third-value-of-the-token",
+                  "free.test");
+    c[2] = bearer(PH_A, "fourth-value-of-the-token", "free.test");
+    c[2]->credential = "another";
+    c[2]->version = 4;
+    send_creds("rc/1", c, 3);
+    send_creds("no-such-job/1", c, 1);
+    sync_ctl();
+    CU_ASSERT_EQUAL(j->creds[0].version, 2);
+    CU_ASSERT(j->creds[0].value &&
+              memcmp(j->creds[0].value, "second-value-of-the-token", j->creds[0].value_len) == 0);
+
+    /* an expired value comes back with a fresh one */
+    eg_cred_expire(&j->creds[0]);
+    c[0] = bearer(PH_A, "fifth-value-of-the-token", "free.test");
+    c[0]->version = 5;
+    send_creds("rc/1", c, 1);
+    sync_ctl();
+    CU_ASSERT_EQUAL(j->creds[0].version, 5);
+    CU_ASSERT_PTR_NOT_NULL(j->creds[0].value);
+    close_job("rc/1", NULL);
+}
+
 /* ------------------------------------------------------------ connections */
 
 struct client {
@@ -633,6 +718,8 @@ int main(void)
     s = CU_add_suite("egress control messages and connections", setup, teardown);
     CU_add_test(s, "JobOpen: CA when intercepting, errors for bad input", test_open);
     CU_add_test(s, "JobListen, JobGrant, JobClose", test_listen_grant_close);
+    CU_add_test(s, "JobCredentials: fresh values replace the ones in use",
+                test_credentials);
     CU_add_test(s, "CONNECT refusals and an intercepted request", test_connect_denials);
     CU_add_test(s, "audit queue full: 503, drops counted", test_audit_queue_full);
     CU_basic_set_mode(CU_BRM_VERBOSE);
