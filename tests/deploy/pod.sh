@@ -19,7 +19,7 @@
 # tmpfs holding read-only binds of this machine's /usr, /bin, /lib* (the
 # "image"), a small /etc, a fresh /proc, /sys (read-only unless privileged),
 # a minimal /dev, the
-# directory of the binaries, and the volumes at the container's mount paths;
+# directory of the binaries (at /opt/airlock/bin), and the volumes at the container's mount paths;
 # the root is read-only when readOnlyRootFilesystem says so. The init
 # container runs first with its mounts, then the container: with the ids,
 # supplementary groups (fsGroup), capability bounding set and no_new_privs
@@ -111,11 +111,14 @@ done
 mkdir -p "$R/dev/shm" "$R/dev/pts"
 mount -t tmpfs -o mode=1777,size=16m shm "$R/dev/shm"
 ln -s /proc/self/fd "$R/dev/fd"
-# the "image"'s binaries, and the sanitizer suppressions their runs read
-for d in "$POD_BIN" "$POD_LIBDIR"; do
-  mkdir -p "$R$d"
-  mount --bind "$d" "$R$d"
-  mount -o remount,bind,ro "$R$d"
+# the "image"'s binaries, and the sanitizer suppressions their runs read, at
+# fixed paths of their own: the checkout may live where a volume of the pod
+# is mounted (a clone under /tmp, an emptyDir at /tmp)
+IMG_BIN=/opt/airlock/bin IMG_LIB=/opt/airlock/tests-lib
+for d in "$POD_BIN:$IMG_BIN" "$POD_LIBDIR:$IMG_LIB"; do
+  mkdir -p "$R${d#*:}"
+  mount --bind "${d%%:*}" "$R${d#*:}"
+  mount -o remount,bind,ro "$R${d#*:}"
 done
 
 mount_volumes() { # PREFIX: "" (container) or "init"
@@ -150,7 +153,7 @@ esac
 if [[ $(plan nnp) == 1 ]]; then PRIV+=(--no-new-privs); fi
 ENVS=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/)
 for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
-  if [[ -n ${!v:-} ]]; then ENVS+=("$v=${!v}"); fi
+  if [[ -n ${!v:-} ]]; then ENVS+=("$v=${!v//"$POD_LIBDIR"/$IMG_LIB}"); fi
 done
 while read -r e; do ENVS+=("$e"); done < <(plan env)
 
@@ -177,4 +180,4 @@ cd "$R"
 pivot_root . .oldroot
 umount -l /.oldroot
 cd /
-exec env -i "${ENVS[@]}" setpriv "${PRIV[@]}" -- "$POD_BIN/$POD_BINARY" "${ARGS[@]}" "$@"
+exec env -i "${ENVS[@]}" setpriv "${PRIV[@]}" -- "$IMG_BIN/$POD_BINARY" "${ARGS[@]}" "$@"
