@@ -877,19 +877,20 @@ int in_store_candidates(struct in_store *s, char *const *pools, size_t npools, c
 }
 
 int in_store_count_principals(struct in_store *s,
-                              void (*cb)(void *user, const char *principal, int queued, int active),
+                              void (*cb)(void *user, const char *principal, const char *pool,
+                                         int queued, int active),
                               void *user)
 {
     sqlite3_stmt *st = NULL;
     int rc;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT principal, SUM(state = 1), SUM(state IN (2, 3)) FROM jobs "
-                           "WHERE state IN (1, 2, 3) GROUP BY principal",
+                           "SELECT principal, pool, SUM(state = 1), SUM(state IN (2, 3)) FROM jobs "
+                           "WHERE state IN (1, 2, 3) GROUP BY principal, pool",
                            -1, &st, NULL) != SQLITE_OK)
         return db_err(s, SQLITE_ERROR, "count principals");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        cb(user, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1),
-           sqlite3_column_int(st, 2));
+        cb(user, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           sqlite3_column_int(st, 2), sqlite3_column_int(st, 3));
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : db_err(s, rc, "count principals");
 }

@@ -182,9 +182,11 @@ int in_store_candidates(struct in_store *s, char *const *pools, size_t npools, c
                         size_t nkinds, int64_t now_ms, int64_t after, int max,
                         char (*ids)[IN_JOB_ID_LEN + 1], int64_t *seqs, int *n);
 
-/* Counts of QUEUED and of LEASED+RUNNING jobs per principal (cb per row). */
+/* Counts of QUEUED and of LEASED+RUNNING jobs per (principal, pool), cb
+ * per row (a principal has a row per pool it has such jobs in). */
 int in_store_count_principals(struct in_store *s,
-                              void (*cb)(void *user, const char *principal, int queued, int active),
+                              void (*cb)(void *user, const char *principal, const char *pool,
+                                         int queued, int active),
                               void *user);
 /* LEASED+RUNNING jobs per (executor, instance). */
 int in_store_count_holders(struct in_store *s,

@@ -218,9 +218,18 @@ struct in_pcount *in_pcount(struct in_svc *s, const char *principal)
     return c;
 }
 
-void in_count(struct in_svc *s, const char *principal, int from, int to)
+static struct in_pstat *pstat(struct in_svc *s, const char *pool)
+{
+    for (size_t i = 0; s->pool_stats && pool && i < s->cfg.pools.n; i++)
+        if (strcmp(s->cfg.pools.v[i].name, pool) == 0)
+            return &s->pool_stats[i];
+    return NULL; /* a pool no longer configured: in the totals only */
+}
+
+void in_count(struct in_svc *s, const char *principal, const char *pool, int from, int to)
 {
     struct in_pcount *c = in_pcount(s, principal);
+    struct in_pstat *p = pstat(s, pool);
     int fq = from == IN_JS(QUEUED), fa = from == IN_JS(LEASED) || from == IN_JS(RUNNING);
     int tq = to == IN_JS(QUEUED), ta = to == IN_JS(LEASED) || to == IN_JS(RUNNING);
     s->queued_total += tq - fq;
@@ -228,6 +237,10 @@ void in_count(struct in_svc *s, const char *principal, int from, int to)
     if (c) {
         c->queued += tq - fq;
         c->active += ta - fa;
+    }
+    if (p) {
+        p->queued += tq - fq;
+        p->active += ta - fa;
     }
 }
 
@@ -302,15 +315,21 @@ static void zero_exec(const char *key, void *value, void *user)
     e->held = 0;
 }
 
-static void set_pcount(void *user, const char *principal, int queued, int active)
+static void set_pcount(void *user, const char *principal, const char *pool, int queued,
+                       int active)
 {
     struct in_svc *s = user;
     struct in_pcount *c = in_pcount(s, principal);
+    struct in_pstat *p = pstat(s, pool);
     s->queued_total += queued;
     s->active_total += active;
-    if (c) {
-        c->queued = queued;
-        c->active = active;
+    if (c) { /* a row per pool: zeroed before */
+        c->queued += queued;
+        c->active += active;
+    }
+    if (p) {
+        p->queued += queued;
+        p->active += active;
     }
 }
 
@@ -327,6 +346,8 @@ static int rebuild(struct in_svc *s)
     in_map_each(s->principals, zero_pcount, NULL);
     in_map_each(s->executors, zero_exec, NULL);
     s->queued_total = s->active_total = 0;
+    for (size_t i = 0; s->pool_stats && i < s->cfg.pools.n; i++)
+        s->pool_stats[i].queued = s->pool_stats[i].active = 0;
     rc = in_store_count_principals(s->store, set_pcount, s);
     if (rc == 0)
         rc = in_store_count_holders(s->store, set_held, s);
@@ -484,6 +505,10 @@ static void update_gauges(struct in_svc *s)
 {
     al_metric_set(s->m_queued, s->queued_total);
     al_metric_set(s->m_active, s->active_total);
+    for (size_t i = 0; s->pool_stats && i < s->cfg.pools.n; i++) {
+        al_metric_set(s->pool_stats[i].m_queued, s->pool_stats[i].queued);
+        al_metric_set(s->pool_stats[i].m_active, s->pool_stats[i].active);
+    }
 }
 
 void in_svc_flush(struct in_svc *s)
@@ -569,6 +594,18 @@ static void metrics_init(struct in_svc *s)
     s->m_queued = al_metrics_gauge(m, "airlock_intake_jobs_queued", "Jobs QUEUED", NULL);
     s->m_active =
         al_metrics_gauge(m, "airlock_intake_jobs_running", "Jobs LEASED or RUNNING", NULL);
+    for (size_t i = 0; s->pool_stats && i < s->cfg.pools.n; i++) {
+        char esc[160], labels[sizeof(esc) + 16];
+        const char *name = s->cfg.pools.v[i].name;
+        al_metrics_label_escape(esc, sizeof(esc), name, strlen(name));
+        snprintf(labels, sizeof(labels), "pool=\"%s\"", esc);
+        s->pool_stats[i].m_queued =
+            al_metrics_gauge(m, "airlock_intake_pool_jobs_queued",
+                             "Jobs QUEUED in the pool (an executor pool's autoscaling input)",
+                             labels);
+        s->pool_stats[i].m_active = al_metrics_gauge(m, "airlock_intake_pool_jobs_running",
+                                                     "Jobs of the pool LEASED or RUNNING", labels);
+    }
     s->m_submits = al_metrics_counter(m, "airlock_intake_submits_total",
                                       "Jobs accepted by Submit (new jobs)", NULL);
     s->m_dedup =
@@ -604,6 +641,9 @@ int in_svc_start(struct in_svc *s)
     if ((rc = in_map_new(&s->principals)) < 0 || (rc = in_map_new(&s->executors)) < 0 ||
         (rc = in_map_new(&s->watch_by_job)) < 0)
         return rc;
+    s->pool_stats = calloc(s->cfg.pools.n + 1, sizeof(*s->pool_stats));
+    if (!s->pool_stats)
+        return AL_ERR_NOMEM;
     if ((rc = restart_grace(s)) < 0 || (rc = rebuild(s)) < 0)
         return rc;
     metrics_init(s);
@@ -653,5 +693,7 @@ void in_svc_stop(struct in_svc *s)
     in_map_free(s->executors);
     in_map_free(s->watch_by_job);
     s->principals = s->executors = s->watch_by_job = NULL;
+    free(s->pool_stats);
+    s->pool_stats = NULL;
     al_arena_cleanup(&s->txa);
 }

@@ -145,6 +145,7 @@ struct in_svc {
     struct in_map *principals; /* name -> struct in_pcount */
     struct in_map *executors;  /* "identity instance" -> struct in_exec */
     int queued_total, active_total;
+    struct in_pstat *pool_stats; /* one per cfg.pools entry, same order */
     struct in_lstream *streams;
     struct in_lstream *rr; /* dispatcher's start: after the last stream it served */
     /* dispatcher pass state: 1 while retries avoid the instance that ran the
@@ -157,6 +158,12 @@ struct in_svc {
     struct al_metric *m_queued, *m_active, *m_submits, *m_dedup, *m_expiries, *m_leases,
         *m_finished, *m_commit_fail, *m_commit_batch, *m_streams, *m_watchers, *m_purged;
     size_t batch_ops;
+};
+
+/* Jobs of one configured pool: what a per-pool autoscaler (KEDA) reads. */
+struct in_pstat {
+    int queued, active;
+    struct al_metric *m_queued, *m_active;
 };
 
 /* ---- insvc.c ---- */
@@ -192,8 +199,9 @@ int in_tx_begin(struct in_svc *s);
  * everything of the request is rolled back). */
 int in_tx_end(struct in_svc *s, int ok);
 
-/* Counters: a job of principal moved from state `from` to `to` (0 = none). */
-void in_count(struct in_svc *s, const char *principal, int from, int to);
+/* Counters: a job of principal in pool moved from state `from` to `to`
+ * (0 = none). */
+void in_count(struct in_svc *s, const char *principal, const char *pool, int from, int to);
 struct in_pcount *in_pcount(struct in_svc *s, const char *principal);
 /* Executor registry: the entry for (identity, instance), created on demand. */
 struct in_exec *in_exec_get(struct in_svc *s, const char *identity, const char *instance);

@@ -163,7 +163,7 @@ static int new_job(struct in_svc *s, const struct in_caller *c, const char *key,
         return rc;
     if (key[0] && (rc = in_store_idem_put(s->store, c->principal, key, j->id, hash, now)) < 0)
         return rc;
-    in_count(s, c->principal, 0, IN_JS(QUEUED));
+    in_count(s, c->principal, j->pool, 0, IN_JS(QUEUED));
     in_dispatch_dirty(s);
     if (s->wake_at_ms == 0 || j->queue_deadline_ms < s->wake_at_ms)
         in_deadlines_dirty(s);

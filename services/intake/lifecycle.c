@@ -57,7 +57,7 @@ int in_job_transition(struct in_svc *s, struct in_job *j, int to, const char *me
     rc = in_job_event(s, j, &ev, now_ms);
     if (rc < 0)
         return rc;
-    in_count(s, j->principal, j->state, to);
+    in_count(s, j->principal, j->pool, j->state, to);
     j->state = to;
     j->updated_ms = now_ms;
     if (in_sm_terminal(to)) {

@@ -307,7 +307,8 @@ function structure(f) {
   }
   for (const s of scaled) {
     const q = s.spec.triggers[0].metadata.query;
-    if (!q.includes("airlock_intake_jobs_queued")) bad(`${id(s)}: query does not use airlock_intake_jobs_queued: ${q}`);
+    if (!q.includes("airlock_intake_pool_jobs_queued") || !/pool="[a-z0-9-]+"/.test(q) || q.includes("{{"))
+      bad(`${id(s)}: query does not read the pool's own airlock_intake_pool_jobs_queued: ${q}`);
   }
   console.log(`checked ${workloads.length} workloads, ${docs.length} documents`);
 }

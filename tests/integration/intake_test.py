@@ -821,6 +821,12 @@ def c_pools(srv, keys):
         got = e0.assignment()
         expect(got.job.id == y.id, f"executor-0 got {got.job.id}, want the p06 job")
         expect(a.get(x.id).state == P.JOB_STATE_QUEUED, "the only2 job left the queue")
+        # each pool's own depth (what a per-pool autoscaler reads)
+        per_pool = {m: srv.metric(m) for m in (
+            'airlock_intake_pool_jobs_queued{pool="only2"}',
+            'airlock_intake_pool_jobs_running{pool="p06"}',
+            'airlock_intake_pool_jobs_queued{pool="p06"}')}
+        expect(list(per_pool.values()) == [1, 1, 0], f"per-pool gauges {per_pool}")
         e2 = srv.executor(2, slots=1, pools=["only2"]).open()
         got2 = e2.assignment()
         expect(got2.job.id == x.id and got2.job.executor_id == EXEC2, "executor-2 did not get it")

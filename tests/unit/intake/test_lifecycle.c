@@ -44,6 +44,12 @@ static void svc_open(struct in_svc *s)
     s->cfg.backoff_max_ms = 1000;
     s->cfg.quota_max_concurrent = 100;
     s->start_ms = T0;
+    static char pname[] = "p";
+    static struct in_pool pool = {.name = pname};
+    s->cfg.pools.v = &pool;
+    s->cfg.pools.n = 1;
+    s->pool_stats = calloc(1, sizeof(*s->pool_stats));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s->pool_stats);
 }
 
 static void free_value(const char *k, void *v, void *u)
@@ -63,6 +69,7 @@ static void svc_close(struct in_svc *s)
     in_map_free(s->executors);
     in_map_free(s->watch_by_job);
     al_arena_cleanup(&s->txa);
+    free(s->pool_stats);
 }
 
 /* A QUEUED job as Submit stores it (first event included), in session
@@ -91,7 +98,7 @@ static void submit_in(struct in_svc *s, struct in_job *j, const char *id, const 
     CU_ASSERT_EQUAL(in_job_event(s, j, &ev, T0), 0);
     j->state = IN_JS(QUEUED);
     CU_ASSERT_EQUAL(in_store_job_insert(s->store, j), 0);
-    in_count(s, principal, 0, IN_JS(QUEUED));
+    in_count(s, principal, j->pool, 0, IN_JS(QUEUED));
     CU_ASSERT_EQUAL(in_tx_end(s, 1), 0);
 }
 
@@ -256,6 +263,7 @@ static void test_queue_timeout(void)
     struct in_job j;
     svc_open(&s);
     submit(&s, &j, "00000000000000000000000000000004", "acme", 3);
+    CU_ASSERT_EQUAL(s.pool_stats[0].queued, 1); /* airlock_intake_pool_jobs_queued{pool="p"} */
     in_process_due(&s, T0 + 59999);
     reload(&s, &j);
     CU_ASSERT_EQUAL(j.state, IN_JS(QUEUED));
@@ -264,6 +272,7 @@ static void test_queue_timeout(void)
     CU_ASSERT_EQUAL(j.state, IN_JS(TIMED_OUT));
     CU_ASSERT_EQUAL(in_pcount(&s, "acme")->queued, 0);
     CU_ASSERT_EQUAL(s.queued_total, 0);
+    CU_ASSERT_EQUAL(s.pool_stats[0].queued, 0);
     svc_close(&s);
 }
 

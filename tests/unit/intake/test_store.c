@@ -287,9 +287,10 @@ struct counts {
     int a[4], b[4], n;
 };
 
-static void cnt_p(void *user, const char *p, int q, int act)
+static void cnt_p(void *user, const char *p, const char *pool, int q, int act)
 {
     struct counts *c = user;
+    CU_ASSERT_STRING_EQUAL(pool, "p");
     snprintf(c->who[c->n], 64, "%s", p);
     c->a[c->n] = q;
     c->b[c->n++] = act;
