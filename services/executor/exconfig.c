@@ -363,6 +363,14 @@ int ex_config_check(const struct ex_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "egress.restart_min: must not exceed egress.restart_max");
         return AL_ERR_CONFIG;
     }
+    if (c->egress_enabled && (long long)c->sandbox_id_base <= c->egress_uid &&
+        c->egress_uid <= (long long)c->sandbox_id_base + c->sandbox_uid) {
+        snprintf(err, errlen,
+                 "egress.uid: %d is one of the ids the sandboxes map to (sandbox.id_base %d to "
+                 "%d): the proxy must not share an id with a job",
+                 c->egress_uid, c->sandbox_id_base, c->sandbox_id_base + c->sandbox_uid);
+        return AL_ERR_CONFIG;
+    }
     if (c->audit_flush_s <= 0) {
         snprintf(err, errlen, "audit.flush_interval: must be > 0");
         return AL_ERR_CONFIG;
@@ -433,6 +441,11 @@ static const struct al_cfg_field fields[] = {
      0, 0, 0, NULL, NULL},
     {"sandbox.uid", AL_CFG_INT, EC(sandbox_uid, int), "1000",
      "unprivileged uid (and gid) of the job inside its user namespace", 1, 65533, 0, NULL, NULL},
+    {"sandbox.id_base", AL_CFG_INT, EC(sandbox_id_base, int), "1000000000",
+     "the ids the jobs' ids map to on the executor's side: inside 0 -> id_base, inside uid -> "
+     "id_base + uid. In a pod with hostUsers: false (65536 ids) it must lie inside that range: "
+     "id_base + sandbox.uid < 65536",
+     1, 2147483647 - 65536, 0, NULL, NULL},
     {"sandbox.cgroup_parent", AL_CFG_STRING, EC(cgroup_parent, char *), "",
      "cgroup under which job cgroups are made, relative to our own; empty = airlock/<name>", 0, 0,
      0, NULL, NULL},

@@ -122,6 +122,7 @@ struct ex_config {
     long long session_idle_ms;
     char **ro_binds;
     int sandbox_uid;
+    int sandbox_id_base;
     char *cgroup_parent;
     int allow_degraded;
     /* egress proxy */

@@ -274,6 +274,7 @@ int ex_host_new(struct ex *ex, char *why, size_t n)
     o.cgroups = SB_CGROUPS_AUTO;
     o.degraded = ex->cfg.allow_degraded;
     o.uid = o.gid = (uint32_t)ex->cfg.sandbox_uid;
+    o.id_base = (uint32_t)ex->cfg.sandbox_id_base;
     rc = sb_host_new(&o, &h->sb, why, n);
     if (rc < 0)
         return rc;
@@ -281,9 +282,9 @@ int ex_host_new(struct ex *ex, char *why, size_t n)
     sb_host_get_info(h->sb, &info);
     AL_LOG_INFO("executor.sandbox",
                 "name=%s run_dir=%s memory=cgroup_v%d pids=cgroup_v%d cpu=cgroup_v%d "
-                "degraded=%d seccomp_instructions=%zu",
+                "degraded=%d seccomp_instructions=%zu job_host_uid=%u",
                 info.name, info.run_dir, info.memory_version, info.pids_version, info.cpu_version,
-                info.degraded, info.seccomp_instructions);
+                info.degraded, info.seccomp_instructions, (unsigned)info.host_uid);
     ev_timer_init(&h->sweep_w, sweep_cb, SESSION_SWEEP_S, SESSION_SWEEP_S);
     h->sweep_w.data = h;
     ev_timer_start(ex->svc.loop, &h->sweep_w);

@@ -354,6 +354,7 @@ function podspec(f, name) {
 //   user UID / group GID / groups GID...   the process's ids (securityContext)
 //   caps all | none | CAP,CAP             capabilities (privileged: all)
 //   nnp 0|1 / rootro 0|1                   no_new_privs, read-only root
+//   hostusers 0|1                          0: the pod's own user namespace
 //   env NAME=VALUE                         the container's environment
 //   mount SRC DST ro|rw / tmpfs DST SIZE   the container's volume mounts
 //   initmount ... / initarg ARG...         the init container, run first
@@ -445,6 +446,7 @@ function podplan(f, name, secrets, state, podNameArg) {
   out.push(`caps ${sc.privileged ? "all" : add.length ? add.join(",") : "none"}`);
   out.push(`nnp ${sc.allowPrivilegeEscalation === false ? 1 : 0}`);
   out.push(`rootro ${sc.readOnlyRootFilesystem ? 1 : 0}`);
+  out.push(`hostusers ${ps.hostUsers === false ? 0 : 1}`);
   for (const e of ctr.env || []) {
     if (e.value !== undefined) out.push(`env ${e.name}=${e.value}`);
     else if (e.valueFrom?.fieldRef?.fieldPath === "metadata.name") out.push(`env ${e.name}=${podName}`);

@@ -15,6 +15,7 @@
 # (cgroup v1; the caller removes it).
 #
 # The pod gets its own mount, pid and UTS namespaces (host name = pod name),
+# a user namespace of 65536 ids when the plan says hostusers 0,
 # and a root of its own: a
 # tmpfs holding read-only binds of this machine's /usr, /bin, /lib* (the
 # "image"), a small /etc, a fresh /proc, /sys (read-only unless privileged),
@@ -33,6 +34,19 @@ if [[ ${1:-} != __inner ]]; then
   export POD_PLAN=$PLAN POD_STATE=$STATE POD_BIN=$BIN POD_BINARY=$BINARY POD_HOSTS=$HOSTS
   export POD_LIBDIR
   POD_LIBDIR=$(cd "$(dirname "$0")/../lib" && pwd)
+  # hostUsers: false: the pod gets a user namespace of its own with 65536
+  # ids (0..65535 inside -> POD_USERNS_BASE.. outside), and, as the kubelet
+  # and runtime arrange, its volumes, its state and its (delegated) cgroup
+  # owned by ids inside that range
+  userns=() ubase=""
+  if [[ $(sed -n 's/^hostusers //p' "$PLAN") == 0 ]]; then
+    ubase=${POD_USERNS_BASE:-2000000000}
+    userns=("$POD_LIBDIR/userns.py" "$ubase" 65536)
+    while IFS= read -r -d '' f; do
+      read -r u g < <(stat -c '%u %g' -- "$f")
+      if ((u < 65536 && g < 65536)); then chown -h "$((ubase + u)):$((ubase + g))" -- "$f"; fi
+    done < <(find "$STATE" -xdev -print0)
+  fi
   # The pod's own cgroup in every hierarchy (what the kubelet gives each
   # pod): POD_CGROUP names it, under this process's cgroups. cgroup v1
   # hierarchies only; with the unified hierarchy the pod stays where it is.
@@ -47,13 +61,15 @@ if [[ ${1:-} != __inner ]]; then
       root=${mnt%% *} mp=${mnt#* }
       dir=$mp${path#"${root%/}"}/$POD_CGROUP
       mkdir -p "$dir" && echo $$ >"$dir/cgroup.procs"
+      # a delegated cgroup (POD_CGROUP_RW=1) of a user-namespaced pod: its root owns it
+      if [[ -n $ubase && ${POD_CGROUP_RW:-0} == 1 ]]; then chown -R "$ubase:$ubase" "$dir"; fi
     done <<<"$(cat /proc/self/cgroup)" # read once: it changes as we move
   fi
   # nsenter, not "ip netns exec": that one remounts /sys, losing the
   # cgroup hierarchies mounted under it
   ns=()
   [[ $NETNS != - ]] && ns=(nsenter "--net=/run/netns/$NETNS")
-  exec "${ns[@]}" unshare --mount --pid --uts --fork --kill-child --propagation private \
+  exec "${ns[@]}" "${userns[@]}" unshare --mount --pid --uts --fork --kill-child --propagation private \
     "$0" __inner "$@"
 fi
 shift
@@ -86,7 +102,12 @@ done
 mkdir -p "$R/etc" "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/run" "$R/var/lib" "$R/.oldroot"
 for f in passwd group nsswitch.conf host.conf ld.so.cache ld.so.conf ld.so.conf.d ssl \
          alternatives localtime services protocols; do
-  if [[ -e /etc/$f ]]; then cp -a "/etc/$f" "$R/etc/"; fi
+  if [[ $f == ssl ]]; then # not its private/ (0700, and no image carries the host's keys)
+    mkdir -p "$R/etc/ssl"
+    find /etc/ssl -mindepth 1 -maxdepth 1 ! -name private -exec cp -a --no-preserve=ownership {} "$R/etc/ssl/" \;
+  elif [[ -e /etc/$f ]]; then
+    cp -a --no-preserve=ownership "/etc/$f" "$R/etc/"
+  fi
 done
 cp "$POD_HOSTS" "$R/etc/hosts"
 : >"$R/etc/resolv.conf" # every name the pods use is in /etc/hosts
@@ -175,7 +196,7 @@ while read -r kind src dst _; do
 done <"$POD_PLAN"
 
 mapfile -t ARGS < <(plan arg)
-if [[ $(plan rootro) == 1 ]]; then mount -o remount,ro "$R"; fi
+if [[ $(plan rootro) == 1 ]]; then mount -o remount,bind,ro "$R"; fi
 cd "$R"
 pivot_root . .oldroot
 umount -l /.oldroot

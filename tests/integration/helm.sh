@@ -160,6 +160,9 @@ chart_checks() {
   check_executor_exception() {
     local f=$T_DIR/pools.yaml
     "${CHECKS[@]}" podspec "$f" smoke-airlock-executor-gpu >"$T_DIR/gpu.json" || return 1
+    # the userns pool's jobs map inside the pod's 65536 ids
+    grep -qE '^\s*id_base = 30000;' "$T_DIR/pools.yaml" ||
+      { echo "no sandbox.id_base in the userns pool's config"; return 1; }
     "$PY" - "$T_DIR/gpu.json" "$ROOT/README.md" <<'EOF'
 import json, sys, re
 pod = json.load(open(sys.argv[1]))
@@ -203,6 +206,8 @@ EOF
   refuse tunnel-without-tunnels 'tunnels' --set relay.enabled=true
   refuse sandbox-mode 'mode' --set executor.sandboxHost.mode=hostile
   refuse executor-capability 'capabilities' --set 'executor.sandboxHost.capabilities[0]=NET_ADMIN'
+  refuse userns-ids-outside-the-pod 'sandbox.id_base \+ sandbox.uid' --set executor.sandboxHost.mode=userns \
+    --set executor.config.sandbox.uid=40000
   refuse cert-manager-without-issuer 'issuerRef.name' --set tls.certManager.enabled=true
   refuse config-null 'null' --set intake.config.log_level=null
   refuse config-bad-name 'not a valid setting name' --set 'intake.config.bad\.name=1'
@@ -570,9 +575,10 @@ smoke() {
 
   # ---- the executor with only the userns profile's capabilities ----
   # The privileged executor goes; one rendered in userns mode takes the pool,
-  # with exactly the capabilities that mode lists and no_new_privs, and runs
-  # the next job. (This host's user namespace: the pod id range of
-  # hostUsers: false needs executor support, README.)
+  # with exactly the capabilities that mode lists and no_new_privs, in a user
+  # namespace of its own with 65536 ids (hostUsers: false, tests/deploy/pod.sh)
+  # where the jobs' ids map inside that range (sandbox.id_base), and runs the
+  # next job.
   pod_stop_check executor
   local save=$SMOKE started=0
   if render smoke "$T_DIR/smoke-userns.yaml" --set executor.sandboxHost.mode=userns; then
@@ -590,8 +596,13 @@ smoke() {
     grep -qE '^CapBnd:\s+0*2000c0$' "/proc/$execcaps_PID/status" ||
       { echo "bounding set: $(grep CapBnd "/proc/$execcaps_PID/status")"; return 1; }
     grep -qE '^NoNewPrivs:\s+1$' "/proc/$execcaps_PID/status" || { echo "no_new_privs not set"; return 1; }
+    local map
+    map=$(tr -s ' ' <"/proc/$execcaps_PID/uid_map" | sed 's/^ //')
+    [[ $map == "0 2000000000 65536" ]] || { echo "uid_map of the executor: '$map' (a 65536-id user namespace expected)"; return 1; }
+    grep -q 'job_host_uid=31000' "$T_DIR/pods/execcaps/err" ||
+      { echo "the jobs' ids do not map to 30000 + 1000 inside the pod: $(grep -o 'job_host_uid=[0-9]*' "$T_DIR/pods/execcaps/err")"; return 1; }
     run_job >"$T_DIR/job2.out" || { cat "$T_DIR/job2.out"; return 1; }
-    echo "a job ran with CapBnd $(awk '/CapBnd/{print $2}' "/proc/$execcaps_PID/status") (SETUID, SETGID, SYS_ADMIN), no_new_privs, /sys read-only but its cgroups"
+    echo "a job ran with CapBnd $(awk '/CapBnd/{print $2}' "/proc/$execcaps_PID/status") (SETUID, SETGID, SYS_ADMIN), no_new_privs, /sys read-only but its cgroups, in a 65536-id user namespace (uid_map $map), jobs at pod uid 31000"
   }
   t_result smoke-executor-listed-capabilities-suffice caps_executor
 

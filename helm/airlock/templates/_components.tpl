@@ -148,6 +148,10 @@ Output: JSON {"items": [ component, ... ]}. A component:
 {{- end -}}
 {{- $sandbox := dict "work_dir" "/run/airlock-sandbox" -}}
 {{- if $binds }}{{ $_ := set $sandbox "ro_binds" $binds }}{{ end -}}
+{{- if eq $v.sandboxHost.mode "userns" -}}
+{{- /* hostUsers: false gives the pod 65536 ids: the jobs' ids must map inside them */ -}}
+{{- $_ := set $sandbox "id_base" (int $v.sandboxHost.idBase) -}}
+{{- end -}}
 {{- $cfg := dict
   "listen" ""
   "ops_listen" (include "airlock.listen" (dict "root" $root "port" $v.containerPorts.ops))
@@ -158,6 +162,12 @@ Output: JSON {"items": [ component, ... ]}. A component:
   "sandbox" $sandbox
 -}}
 {{- $cfg = include "airlock.deepMerge" (dict "base" $cfg "over" $v.config) | fromJson -}}
+{{- if eq $v.sandboxHost.mode "userns" -}}
+{{- $top := add (int (default 30000 $cfg.sandbox.id_base)) (int (default 1000 $cfg.sandbox.uid)) -}}
+{{- if ge (int $top) 65536 -}}
+{{- fail (printf "executor pool %s: userns mode maps 65536 ids, but sandbox.id_base + sandbox.uid = %d" .name (int $top)) -}}
+{{- end -}}
+{{- end -}}
 {{- $env := list -}}
 {{- if not (and (hasKey $cfg.sandbox "name") $cfg.sandbox.name) -}}
 {{- /* each pod its own sandbox name (cgroups, run directory) */ -}}

@@ -96,6 +96,24 @@ static void test_config(void)
     CU_ASSERT_EQUAL(ex_config_check(&c, err, sizeof(err)), 0); /* disabled by default */
     CU_ASSERT_EQUAL(c.egress_enabled, 0);
     CU_ASSERT_EQUAL(c.egress_pools.n, 0);
+    CU_ASSERT_EQUAL(c.sandbox_id_base, 1000000000);
+    unload(&c);
+
+    /* a pod's 65536 ids (hostUsers: false): the jobs' ids inside them, and
+     * never the proxy's */
+    CU_ASSERT_EQUAL_FATAL(load("sandbox = { id_base = 20000; uid = 1000; };\n"
+                               "egress = { enabled = true; uid = 21000; };\n"
+                               "credstore = { addr = \"127.0.0.1:7410\"; };",
+                               &c, err, sizeof(err)),
+                          0);
+    CU_ASSERT_EQUAL(c.sandbox_id_base, 20000);
+    CU_ASSERT_EQUAL(ex_config_check(&c, err, sizeof(err)), AL_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "egress.uid"));
+    c.egress_uid = 65534;
+    CU_ASSERT_EQUAL(ex_config_check(&c, err, sizeof(err)), 0);
+    unload(&c);
+    CU_ASSERT_NOT_EQUAL(load("sandbox = { id_base = 0; };", &c, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "sandbox.id_base"));
     unload(&c);
 }
 
