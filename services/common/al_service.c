@@ -2,12 +2,14 @@
  * al_service: shared process runtime (config, TLS, gRPC, health, ops,
  * signals); see al_service.h.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "al_err.h"
 #include "al_grpc.h"
@@ -37,6 +39,10 @@ static const struct al_cfg_field common_fields[] = {
      "require: clients must present a certificate from tls.ca_file (mTLS); optional: verify "
      "one if offered (for callers that authenticate with API keys)",
      0, 0, 0, NULL, NULL},
+    {"tls.watch_interval", AL_CFG_DURATION_MS, SC(tls_watch_ms, long long), "30s",
+     "how often tls.cert_file, key_file and ca_file are checked for changes (a renewed "
+     "certificate is loaded without a restart); 0 = only on SIGHUP",
+     0, 86400000, 0, NULL, NULL},
     {"log_level", AL_CFG_STRING, SC(log_level, char *), "info", "debug, info, warn or error", 0, 0,
      0, NULL, NULL},
     {"grpc.max_message_size", AL_CFG_SIZE, SC(max_message_size, size_t), "4MiB",
@@ -144,16 +150,75 @@ static void sig_term_cb(struct ev_loop *loop, ev_signal *w, int revents)
     al_service_drain(w->data);
 }
 
+/* Reloads the TLS files (and the service's own, on_reload). Returns the
+ * server context's reload result. */
+static int service_reload(struct al_service *svc)
+{
+    int rc = svc->tls ? al_tls_reload(svc->tls) : 0;
+    if (svc->on_reload)
+        svc->on_reload(svc);
+    return rc;
+}
+
+/* sig[i] for each watched file; -errno when one cannot be read now
+ * (replaced at this moment): decide at the next check. */
+static int watch_sigs(const struct al_service *svc, struct al_file_sig *sig)
+{
+    for (size_t i = 0; i < svc->n_watch; i++) {
+        struct stat st;
+        if (stat(svc->watch_paths[i], &st) < 0)
+            return -errno;
+        sig[i].dev = (unsigned long long)st.st_dev;
+        sig[i].ino = (unsigned long long)st.st_ino;
+        sig[i].size = (unsigned long long)st.st_size;
+        sig[i].mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    }
+    return 0;
+}
+
 static void sig_hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct al_service *svc = w->data;
     (void)loop;
     (void)revents;
     AL_LOG_INFO("service.reload", "signal=SIGHUP");
-    if (svc->tls)
-        al_tls_reload(svc->tls);
-    if (svc->on_reload)
-        svc->on_reload(svc);
+    if (service_reload(svc) == 0)
+        svc->watch_known = watch_sigs(svc, svc->watch_sig) == 0;
+}
+
+static void tls_watch_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct al_service *svc = w->data;
+    struct al_file_sig now[AL_SERVICE_WATCH_MAX];
+    (void)loop;
+    (void)revents;
+
+    if (watch_sigs(svc, now) < 0)
+        return;
+    if (!svc->watch_known) {
+        memcpy(svc->watch_sig, now, sizeof(now));
+        svc->watch_known = 1;
+        return;
+    }
+    if (memcmp(now, svc->watch_sig, svc->n_watch * sizeof(now[0])) == 0)
+        return;
+    AL_LOG_INFO("service.reload", "trigger=files_changed");
+    if (service_reload(svc) == 0)
+        memcpy(svc->watch_sig, now, sizeof(now)); /* else: tried again next time */
+}
+
+int al_service_watch_file(struct al_service *svc, const char *path)
+{
+    if (!path || !path[0])
+        return 0;
+    for (size_t i = 0; i < svc->n_watch; i++)
+        if (strcmp(svc->watch_paths[i], path) == 0)
+            return 0;
+    if (svc->n_watch == AL_SERVICE_WATCH_MAX)
+        return AL_ERR_TOOBIG;
+    svc->watch_paths[svc->n_watch++] = path;
+    svc->watch_known = 0;
+    return 0;
 }
 
 static int ready_cb(void *user, char *why, size_t n)
@@ -283,6 +348,16 @@ int al_service_run(struct al_service *svc)
     ev_signal_start(svc->loop, &svc->sig_term);
     ev_signal_start(svc->loop, &svc->sig_int);
     ev_signal_start(svc->loop, &svc->sig_hup);
+    if (svc->tls && svc->cfg->tls_watch_ms > 0) {
+        double iv = (double)svc->cfg->tls_watch_ms / 1000.0;
+        al_service_watch_file(svc, svc->cfg->tls_cert_file);
+        al_service_watch_file(svc, svc->cfg->tls_key_file);
+        al_service_watch_file(svc, svc->cfg->tls_ca_file);
+        svc->watch_known = watch_sigs(svc, svc->watch_sig) == 0; /* as loaded at start */
+        ev_timer_init(&svc->tls_watch_w, tls_watch_cb, iv, iv);
+        svc->tls_watch_w.data = svc;
+        ev_timer_start(svc->loop, &svc->tls_watch_w);
+    }
     AL_LOG_INFO("service.start", "grpc_port=%d ops_port=%d tls=%s", al_grpc_server_port(svc->grpc),
                 al_ops_port(svc->ops), svc->tls ? "mtls" : "off");
     ev_run(svc->loop, 0);
@@ -296,6 +371,7 @@ void al_service_cleanup(struct al_service *svc)
     ev_signal_stop(svc->loop, &svc->sig_term);
     ev_signal_stop(svc->loop, &svc->sig_int);
     ev_signal_stop(svc->loop, &svc->sig_hup);
+    ev_timer_stop(svc->loop, &svc->tls_watch_w);
     al_ops_free(svc->ops);
     svc->ops = NULL;
     al_grpc_server_free(svc->grpc);

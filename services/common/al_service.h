@@ -5,7 +5,11 @@
  * own, builds the TLS context, the gRPC server with grpc.health.v1, the ops
  * HTTP port (/metrics, /healthz, /readyz) and the metrics registry, and runs
  * the loop. SIGHUP reloads the certificate, key and CA bundle without dropping
- * connections; SIGTERM/SIGINT drain: health goes NOT_SERVING, GOAWAY on every
+ * connections, and so does a change of those files (tls.watch_interval: each
+ * file's device, inode, size and mtime are compared, so the symlink swap of a
+ * Kubernetes Secret volume after a cert-manager renewal is seen; a reload
+ * that fails, e.g. a key not yet matching its certificate, keeps the
+ * previous files and is tried again at the next check); SIGTERM/SIGINT drain: health goes NOT_SERVING, GOAWAY on every
  * connection, the loop ends when they have closed or drain_timeout passed.
  *
  * Common keys (file / AIRLOCK_* env / --flag):
@@ -14,6 +18,7 @@
  *   insecure             serve h2c without TLS (explicit opt-in; default false)
  *   tls.cert_file, tls.key_file, tls.ca_file   PEM files (mTLS; required unless insecure)
  *   tls.client_cert      require (default) | optional
+ *   tls.watch_interval   how often the TLS files are checked for changes (0 = only SIGHUP)
  *   log_level            debug | info | warn | error
  *   grpc.max_message_size, grpc.max_concurrent_streams, grpc.drain_timeout
  *
@@ -35,12 +40,15 @@ struct al_metrics;
 struct al_ops;
 struct al_tls;
 
+#define AL_SERVICE_WATCH_MAX 8
+
 struct al_service_config {
     char *listen;
     char *ops_listen;
     int insecure;
     char *tls_cert_file, *tls_key_file, *tls_ca_file;
     char *tls_client_cert; /* "require" | "optional" */
+    long long tls_watch_ms;
     char *log_level;
     size_t max_message_size;
     int max_concurrent_streams;
@@ -57,6 +65,14 @@ struct al_service {
     struct al_health *health;
     struct al_ops *ops;
     ev_signal sig_term, sig_int, sig_hup;
+    ev_timer tls_watch_w;
+    const char *watch_paths[AL_SERVICE_WATCH_MAX]; /* the TLS files + al_service_watch_file() */
+    size_t n_watch;
+    struct al_file_sig {
+        unsigned long long dev, ino, size;
+        long long mtime_ns;
+    } watch_sig[AL_SERVICE_WATCH_MAX];
+    int watch_known; /* watch_sig holds the files as last loaded */
     int draining;
     int holds;        /* al_service_hold(): work the drain must wait for */
     int grpc_drained; /* the gRPC server finished draining */
@@ -97,6 +113,11 @@ void al_service_free_config(void *cfg, size_t common_off, const struct al_cfg_fi
  * port. cfg is borrowed for the service's life. Returns 0 or a negative code
  * (logged). */
 int al_service_init(struct al_service *svc, const char *name, struct al_service_config *cfg);
+
+/* Adds a file whose change reloads like SIGHUP (e.g. a second certificate
+ * the service loads in on_reload); path is borrowed. Before al_service_run().
+ * Returns 0 or AL_ERR_TOOBIG. */
+int al_service_watch_file(struct al_service *svc, const char *path);
 
 /* Starts listening and runs the loop until drained. Returns 0 or a negative code. */
 int al_service_run(struct al_service *svc);

@@ -80,6 +80,18 @@ static int make_instance_id(struct ex *ex)
     return 0;
 }
 
+/* SIGHUP or changed TLS files: the client certificate intake and credstore
+ * see (and the egress proxy's credstore calls) comes from the new files on
+ * the next connection. */
+static void on_reload(struct al_service *svc)
+{
+    struct ex *ex = svc->user;
+
+    if (ex->client_tls && al_tls_reload(ex->client_tls) == 0)
+        AL_LOG_INFO("executor.reload", "reason=\"client certificate reloaded; new connections "
+                                       "use it\"");
+}
+
 static int open_channel(struct ex *ex)
 {
     struct al_tls_opts to = {.cert_file = ex->cfg.common.tls_cert_file,
@@ -251,6 +263,7 @@ int main(int argc, char **argv)
     ex.svc.user = &ex;
     ex.svc.ready = ready;
     ex.svc.on_drain = on_drain;
+    ex.svc.on_reload = on_reload;
     metrics(&ex);
     why[0] = '\0';
     rc = ex_host_new(&ex, why, sizeof(why));

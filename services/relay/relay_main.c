@@ -329,6 +329,10 @@ int main(int argc, char **argv)
     if (rc == 0) {
         rl.svc.user = &rl;
         rl.svc.on_reload = on_reload;
+        if (!rl.cfg.agents_insecure) { /* the agent listener's own certificate, if any */
+            al_service_watch_file(&rl.svc, rl.cfg.agents_cert_file);
+            al_service_watch_file(&rl.svc, rl.cfg.agents_key_file);
+        }
         rl.svc.on_drain = on_drain;
         rl.svc.ready = ready;
         rc = start(&rl);

@@ -31,8 +31,18 @@ fi
 PKI=$T_DIR/pki
 TLS_FILES=(--tls.cert_file="$PKI/test-testsvc.crt" --tls.key_file="$PKI/test-testsvc.key"
            --tls.ca_file="$PKI/ca.crt")
+# Secret-volume layout (the kubelet's): tls.crt -> ..data/tls.crt, ..data -> a
+# version directory swapped atomically; the "tlsw" server watches its files.
+W=$T_DIR/watched
+mkdir -p "$W/v1" && cp "$PKI/test-testsvc.crt" "$W/v1/tls.crt" && cp "$PKI/test-testsvc.key" "$W/v1/tls.key" &&
+  ln -s v1 "$W/..data" && ln -s ..data/tls.crt "$W/tls.crt" && ln -s ..data/tls.key "$W/tls.key" ||
+  { t_fail start "could not lay out the watched certificate files"; exit 1; }
 srv_start h2c airlock-testsvc --insecure=true --grpc.drain_timeout=10s &&
-  srv_start tls airlock-testsvc "${TLS_FILES[@]}" --tls.client_cert=require --grpc.drain_timeout=10s &&
+  srv_start tls airlock-testsvc "${TLS_FILES[@]}" --tls.client_cert=require --grpc.drain_timeout=10s \
+    --tls.watch_interval=0 &&
+  srv_start tlsw airlock-testsvc --tls.cert_file="$W/tls.crt" --tls.key_file="$W/tls.key" \
+    --tls.ca_file="$PKI/ca.crt" --tls.client_cert=require --grpc.drain_timeout=10s \
+    --tls.watch_interval=200ms &&
   srv_start tls_opt airlock-testsvc "${TLS_FILES[@]}" --tls.client_cert=optional --grpc.drain_timeout=10s ||
   { t_fail start "a server did not start"; exit 1; }
 echo "certificates made with $CERTS_TOOL"
@@ -141,6 +151,49 @@ tls_good_reload() {
 t_result tls-reload-good-after-broken tls_good_reload
 t_result tls-reload-good-after-broken/then-ok raw tls "${CLIENT[@]}" ok
 
+# Changed files are reloaded without a signal (tls.watch_interval), as after a
+# cert-manager renewal: a version with a broken key is not taken (the server
+# keeps presenting the previous certificate), the next good version is.
+swap_version() { # VERSION-DIR: the kubelet's atomic ..data swap
+  ln -sfn "$1" "$W/..data.tmp" && mv -T "$W/..data.tmp" "$W/..data"
+}
+wait_serial() { # PORT SERIAL: up to 10 s
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [[ $(tls_serial "$1") == "$2" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+tls_watch_reload() {
+  local first n want
+  first=$(tls_serial "$tlsw_PORT")
+  [[ -n $first ]] || { echo "no certificate presented"; return 1; }
+  # a renewal whose key does not match yet: refused, previous kept
+  mkdir -p "$W/v2"
+  certs_reissue "$T_DIR" test testsvc || return 1
+  cp "$PKI/test-testsvc.crt" "$W/v2/tls.crt"
+  openssl ecparam -name prime256v1 -genkey -noout -out "$W/v2/tls.key" 2>/dev/null
+  n=$(grep -c 'event=tls.reload result=failed' "$tlsw_ERR")
+  swap_version v2
+  for ((i = 0; i < 100; i++)); do
+    (($(grep -c 'event=tls.reload result=failed' "$tlsw_ERR") > n)) && break
+    sleep 0.1
+  done
+  (($(grep -c 'event=tls.reload result=failed' "$tlsw_ERR") > n)) || { echo "the changed files were not tried"; return 1; }
+  [[ $(tls_serial "$tlsw_PORT") == "$first" ]] || { echo "a broken renewal replaced the certificate"; return 1; }
+  # the good renewal: presented without a SIGHUP
+  mkdir -p "$W/v3"
+  cp "$PKI/test-testsvc.crt" "$W/v3/tls.crt" && cp "$PKI/test-testsvc.key" "$W/v3/tls.key"
+  want=$(certs_serial "$W/v3/tls.crt")
+  swap_version v3
+  wait_serial "$tlsw_PORT" "$want" || { echo "serial $(tls_serial "$tlsw_PORT"), want $want after the swap"; return 1; }
+  grep -q 'event=service.reload trigger=files_changed' "$tlsw_ERR" || { echo "no files_changed reload logged"; return 1; }
+  echo "serial $first -> $want without a signal; a mismatched key in between was refused"
+}
+t_result tls-reload-on-changed-files tls_watch_reload
+t_result tls-reload-on-changed-files/then-ok raw tlsw "${CLIENT[@]}" ok
+
 # A third-party client still gets through (grpcio, raw bytes, no generated code).
 grpcio_echo() {
   "$PY" - "127.0.0.1:$h2c_PORT" <<'EOF'
@@ -158,7 +211,7 @@ else
   t_skip h2c-grpcio-echo "$PY has no grpc module (python3-grpcio)"
 fi
 
-for s in h2c tls tls_opt; do
+for s in h2c tls tls_opt tlsw; do
   srv_check "$s"
   srv_idle_check "$s"
   srv_stop_check "$s"
