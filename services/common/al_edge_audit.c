@@ -143,6 +143,7 @@ static struct rec *rec_new(struct al_edge_grant *g, const struct al_edge_use *u,
     e->status = u->status;
     e->request_bytes = u->request_bytes;
     e->response_bytes = u->response_bytes;
+    e->duration_us = u->duration_us > 0 ? u->duration_us : 0;
     e->decision = u->allow ? DECISION_ALLOW : DECISION_DENY;
     e->time_ms = u->time_ms;
     e->credential = copy_cut(u->credential, 128);

@@ -6,7 +6,11 @@
  * Every column of a record is described once, in FIELDS[] below; the insert
  * and select statements, the canonical encoding, the deep copy of queued
  * records and the reading into AuditRecord messages all walk that table, so a
- * field cannot be stored without also being hashed.
+ * field cannot be stored without also being hashed. Fields added after the
+ * first release are "optional" in the encoding: appended after the others,
+ * tagged with their column name, and only when non-zero, so records written
+ * before the field existed (0 in the column the migration adds) keep their
+ * hashes and old chains still verify.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +39,7 @@ struct field {
     const char *col;
     enum fkind kind;
     size_t off;
+    int opt; /* encoded only when non-zero, after the others (F_I64 only) */
 };
 
 /* Column order = encoding order. seq, prev_hash and hash are handled apart. */
@@ -61,6 +66,7 @@ static const struct field FIELDS[] = {
     {"request_id", F_STR, offsetof(rec_t, request_id)},
     {"tool", F_STR, offsetof(rec_t, tool)},
     {"batch_id", F_STR, offsetof(rec_t, batch_id)},
+    {"duration_us", F_I64, offsetof(rec_t, duration_us), 1},
 };
 #define NFIELDS (sizeof(FIELDS) / sizeof(FIELDS[0]))
 /* Result columns of select_sql: seq, FIELDS..., prev_hash, hash. */
@@ -258,7 +264,8 @@ int cs_audit_schema(sqlite3 *db)
         " status INTEGER NOT NULL, request_bytes INTEGER NOT NULL,"
         " response_bytes INTEGER NOT NULL, edge_time_ms INTEGER NOT NULL,"
         " request_id TEXT NOT NULL, tool TEXT NOT NULL, batch_id TEXT NOT NULL,"
-        " prev_hash BLOB NOT NULL, hash BLOB NOT NULL);"
+        " prev_hash BLOB NOT NULL, hash BLOB NOT NULL,"
+        " duration_us INTEGER NOT NULL DEFAULT 0);"
         "CREATE INDEX IF NOT EXISTS audit_credential ON audit(credential);"
         "CREATE INDEX IF NOT EXISTS audit_principal ON audit(principal);"
         "CREATE INDEX IF NOT EXISTS audit_grant ON audit(grant_id);"
@@ -267,6 +274,19 @@ int cs_audit_schema(sqlite3 *db)
         " WHERE batch_id != '';";
 
     return exec(db, sql);
+}
+
+int cs_audit_migrate(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int have = sqlite3_prepare_v2(db, "SELECT duration_us FROM audit LIMIT 0", -1, &st, NULL) ==
+               SQLITE_OK;
+
+    sqlite3_finalize(st);
+    if (have)
+        return 0;
+    AL_LOG_INFO("credstore.migrate", "change=\"audit.duration_us added (0 for earlier records)\"");
+    return exec(db, "ALTER TABLE audit ADD COLUMN duration_us INTEGER NOT NULL DEFAULT 0");
 }
 
 /* Builds insert_sql and select_sql from FIELDS. */
@@ -336,10 +356,18 @@ static void encode_rec(struct cs_buf *b, int64_t seq, const rec_t *r)
     cs_buf_str(b, "airlock/v1/audit-record");
     cs_buf_i64(b, seq);
     for (size_t i = 0; i < NFIELDS; i++) {
+        if (FIELDS[i].opt)
+            continue;
         if (FIELDS[i].kind == F_STR)
             cs_buf_str(b, get_str(r, &FIELDS[i]));
         else
             cs_buf_i64(b, get_int(r, &FIELDS[i]));
+    }
+    for (size_t i = 0; i < NFIELDS; i++) {
+        if (FIELDS[i].opt && get_int(r, &FIELDS[i]) != 0) {
+            cs_buf_str(b, FIELDS[i].col);
+            cs_buf_i64(b, get_int(r, &FIELDS[i]));
+        }
     }
 }
 
@@ -350,10 +378,19 @@ static void encode_row(struct cs_buf *b, sqlite3_stmt *st)
     cs_buf_i64(b, sqlite3_column_int64(st, 0));
     for (size_t i = 0; i < NFIELDS; i++) {
         int c = 1 + (int)i;
+        if (FIELDS[i].opt)
+            continue;
         if (FIELDS[i].kind == F_STR) {
             const void *t = sqlite3_column_text(st, c);
             cs_buf_blob(b, t, t ? (size_t)sqlite3_column_bytes(st, c) : 0);
         } else {
+            cs_buf_i64(b, sqlite3_column_int64(st, c));
+        }
+    }
+    for (size_t i = 0; i < NFIELDS; i++) {
+        int c = 1 + (int)i;
+        if (FIELDS[i].opt && sqlite3_column_int64(st, c) != 0) {
+            cs_buf_str(b, FIELDS[i].col);
             cs_buf_i64(b, sqlite3_column_int64(st, c));
         }
     }

@@ -9,7 +9,10 @@
  * where prev_hash is the hash of record seq - 1 (32 zero bytes for seq 1) and
  * the canonical encoding is the domain string "airlock/v1/audit-record", seq,
  * then every field in column order, integers as 8 bytes big-endian and
- * strings as a 4-byte big-endian length and the bytes. The chain head (seq,
+ * strings as a 4-byte big-endian length and the bytes; then, for each field
+ * added since the first release (duration_us) whose value is not 0, its
+ * column name (as a string) and its value, so records from before such a
+ * field keep their hashes. The chain head (seq,
  * hash) is MACed with the audit key derived from the master key and kept in
  * two places: meta['audit_head'] (same transaction as the records) and the
  * head file <data_dir>/audit.head, right after the commit: a new file (temp
@@ -219,6 +222,11 @@ struct cs_audit_headrec {
 
 /* Creates the audit table and its indexes if missing. Call inside a transaction. */
 int cs_audit_schema(sqlite3 *db);
+
+/* Brings an audit table of an earlier release up to date (columns added
+ * since, 0 in existing rows; their hashes are unchanged: audit.c). Inside
+ * the caller's write transaction. Returns 0 or < 0. */
+int cs_audit_migrate(sqlite3 *db);
 
 /*
  * Creates the audit object on db (borrowed until cs_audit_free) with key ring

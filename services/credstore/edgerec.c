@@ -62,6 +62,10 @@ int cs_edgerec_check(const Airlock__V1__EdgeUseRecord *e, const Airlock__V1__Gra
         snprintf(msg, n, "record %zu: version, status or byte counts out of range", i);
         return AL_ERR_INVAL;
     }
+    if (e->duration_us < 0 || e->duration_us > 31LL * 86400 * 1000000) {
+        snprintf(msg, n, "record %zu: duration_us must be 0 to 31 days", i);
+        return AL_ERR_INVAL;
+    }
     for (size_t k = 0; k < nt; k++) {
         if (t[k].s && strlen(t[k].s) > t[k].max) {
             snprintf(msg, n, "record %zu: %s is longer than %zu bytes", i, t[k].field, t[k].max);

@@ -566,6 +566,7 @@ static void append_accept(struct cs_svc *cs, struct al_grpc_call *call,
         rec.status = e->status;
         rec.request_bytes = e->request_bytes;
         rec.response_bytes = e->response_bytes;
+        rec.duration_us = e->duration_us;
         rec.decision =
             e->decision ? e->decision : AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW;
         rec.reason = e->reason;

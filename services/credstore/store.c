@@ -1937,6 +1937,8 @@ static int schema_init(struct cs_store *s, int create)
         rc = AL_ERR_CONFIG;
     }
     if (rc == 0)
+        rc = cs_audit_migrate(s->db);
+    if (rc == 0)
         rc = exec(s->db, "COMMIT");
     if (rc < 0 && !sqlite3_get_autocommit(s->db))
         (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);

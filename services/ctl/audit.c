@@ -113,6 +113,10 @@ static void print_record(const Airlock__V1__AuditRecord *a, int json)
     }
     kv("request_id", a->request_id);
     kv("tool", a->tool);
+    if (a->duration_us) {
+        snprintf(num, sizeof(num), "%.3f", (double)a->duration_us / 1000.0);
+        kv("ms", num);
+    }
     kv("batch", a->batch_id);
     kv("reason", a->reason);
     putchar('\n');

@@ -173,6 +173,7 @@ static void record_end(struct eg_conn *c, const char *reason)
         u.req_bytes = (int64_t)c->up_bytes;
         u.resp_bytes = (int64_t)c->down_bytes;
         u.reason = reason;
+        u.t0 = c->t_start;
     } else {
         u.status = 0;
         u.reason = reason;

@@ -133,6 +133,7 @@ struct eg_use {
     int allowed;
     const char *reason;
     int exfil;
+    ev_tstamp t0; /* the request's head or the tunnel's start; 0 = refused at once */
 };
 
 enum eg_cstate {

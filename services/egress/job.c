@@ -124,6 +124,7 @@ void eg_job_use(struct eg_job *j, const struct eg_use *u, enum eg_ctl_kind kind)
     use.reason = (char *)(u->reason ? u->reason : "");
     use.time_ms = eg_now_ms(j->p);
     use.exfiltration = u->exfil != 0;
+    use.duration_us = u->t0 > 0 ? (int64_t)((ev_now(j->p->loop) - u->t0) * 1e6) : 0;
     m.msg_case = AIRLOCK__INTERNAL__EGRESS_MSG__MSG_USE;
     m.use = &use;
     if (!u->allowed)

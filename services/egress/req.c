@@ -77,6 +77,7 @@ struct eg_req {
     long cred; /* the first credential substituted, -1 none */
     int status;
     int reserved, origin_ok, started, body_end, ended_up, responded, client_paused, up_paused;
+    ev_tstamp t0; /* the head arrived (the record's duration) */
 };
 
 static const struct rl_ureq_cbs ureq_cbs;
@@ -116,7 +117,8 @@ static void record(struct eg_req *r, int status, int allowed, const char *reason
                        .resp_bytes = (int64_t)r->resp_bytes,
                        .allowed = allowed,
                        .reason = reason,
-                       .exfil = exfil};
+                       .exfil = exfil,
+                       .t0 = r->t0};
 
     eg_job_use(r->j, &u, r->reserved ? EG_CTL_RESERVED : EG_CTL_USE);
     r->reserved = 0;
@@ -703,6 +705,7 @@ int eg_req_start(struct eg_conn *c, const struct rl_h1_head *h, int plain)
         return AL_ERR_NOMEM;
     r->c = c;
     r->j = c->job;
+    r->t0 = ev_now(c->p->loop);
     r->plain = plain;
     r->cred = -1;
     r->clen = h->chunked ? -1 : h->content_length > 0 ? h->content_length : 0;

@@ -1172,6 +1172,7 @@ int ex_ejob_on_use(struct ex *ex, const Airlock__Internal__Use *m)
     u.status = m->status >= 100 && m->status <= 599 ? m->status : 0;
     u.request_bytes = m->request_bytes > 0 ? m->request_bytes : 0;
     u.response_bytes = m->response_bytes > 0 ? m->response_bytes : 0;
+    u.duration_us = m->duration_us > 0 ? m->duration_us : 0;
     u.allow = m->allowed;
     u.reason = reason;
     u.time_ms = m->time_ms ? m->time_ms : unix_ms();

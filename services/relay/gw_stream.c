@@ -930,6 +930,7 @@ static void record_use(struct gw_agent *a, uint32_t code)
     u.time_ms = a->t_ms;
     u.request_id = a->request_id;
     u.tool = tool;
+    u.duration_us = (int64_t)((ev_now(a->gw->svc.loop) - a->t0) * 1e6);
     gw_cred_record(a->gw, a->g, &u);
 }
 

@@ -699,8 +699,9 @@ def c_tunnel():
     expect(code == 200 and body == "path /hello", f"{code} {body!r} {err[-200:]}")
     u = expect_use(since, lambda x: x.destination == "tunnel.test:443" and x.method == "CONNECT",
                    "for the tunnel")
-    expect(u.allowed and u.status == 200 and u.request_bytes > 0 and u.response_bytes > 0,
-           f"{u.allowed} {u.status} {u.request_bytes} {u.response_bytes}")
+    expect(u.allowed and u.status == 200 and u.request_bytes > 0 and u.response_bytes > 0 and
+           u.duration_us > 0,
+           f"{u.allowed} {u.status} {u.request_bytes} {u.response_bytes} {u.duration_us}")
 
 
 def c_tunnel_v6():

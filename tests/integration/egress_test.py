@@ -807,11 +807,12 @@ def c_audit(x):
             expect(r.credential == "test/token" and r.version >= 1 and
                    r.destination.startswith("upstream.test:8443") and r.method == "GET" and
                    r.path == "/api" and r.status == 200 and r.caller.endswith("executor-0") and
-                   r.principal == "acme/alice" and r.scope == "ci", f"record {r}")
+                   r.principal == "acme/alice" and r.scope == "ci" and r.duration_us > 0,
+                   f"record {r}")
         recs = wait_until("the tunnel's record", lambda: [
             r for r in audit_records(x, JOBS["tunnel"]) if r.decision == ALLOW], deadline=60)
-        expect(recs[0].credential == "" and "plain.test:8443" in recs[0].destination,
-               f"tunnel record {recs[0]}")
+        expect(recs[0].credential == "" and "plain.test:8443" in recs[0].destination and
+               recs[0].duration_us > 0, f"tunnel record {recs[0]}")
         v = ct.verify(x.cs)
         expect(v.intact, f"audit chain: {v.problem}")
         print(f"    chain intact, {v.records_checked} records", flush=True)

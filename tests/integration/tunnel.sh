@@ -489,6 +489,9 @@ assert any(tool(r, "stream") for r in ok), "no use of the stream tool recorded"
 assert all(r["grant_id"] and r["request_id"] and r["principal"] and r["scope"].startswith("corp/")
            for r in use), "a use record without grant, request id, principal or route"
 assert any(r["status"] == 200 for r in echo), "no echo use with upstream status 200"
+# each call'"'"'s duration (int64 in proto3 JSON: a string)
+assert all(int(r.get("duration_us", r.get("durationUs", 0))) > 0 for r in echo), \
+    "an allowed echo call recorded without its duration"
 assert {"dev", "team-b"} <= {r["principal"] for r in use}, "principals %s" % {r["principal"] for r in use}
 assert "admin" not in {r["principal"] for r in recs}, "a spoofed airlock-principal reached the chain"
 callers = {r["caller"] for r in use}
@@ -497,8 +500,9 @@ denied = [r for r in use if r["decision"] == "AUDIT_DECISION_DENY" and tool(r, "
 assert denied, "the denied calls of the forbidden tool are not in the chain"
 assert not [r for r in use if r["decision"] == "AUDIT_DECISION_ALLOW" and tool(r, "forbidden")], \
     "an allowed use of the forbidden tool is recorded"
-print("%d records: %d uses (%d echo), %d denied forbidden calls, tool field e.g. %r"
-      % (len(recs), len(use), len(echo), len(denied), echo[0]["tool"]))
+print("%d records: %d uses (%d echo), %d denied forbidden calls, tool field e.g. %r, duration e.g. %s us"
+      % (len(recs), len(use), len(echo), len(denied), echo[0]["tool"],
+         echo[0].get("duration_us", echo[0].get("durationUs"))))
 ' <<<"$out" >"$T_DIR/audit.check" 2>&1 || { tail -n 1 "$T_DIR/audit.check"; return 1; }
   "$CTL" audit verify >"$T_DIR/verify.out" 2>&1 || { echo "audit verify: $(tail -n 2 "$T_DIR/verify.out")"; return 1; }
   echo "$(cat "$T_DIR/audit.check"); verify: $(head -n 1 "$T_DIR/verify.out")"

@@ -1,7 +1,8 @@
 /* Unit tests for the credstore audit chain: group commit, verify, and the
  * detection of edited, deleted, reordered and truncated records; head file
  * handling; fail-closed commits; commits through a second connection; query
- * filters and paging. */
+ * filters and paging; a field added since the first release (duration_us):
+ * old hashes unchanged, the field hashed, old databases migrated. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <CUnit/Basic.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "al_err.h"
@@ -160,6 +162,127 @@ static void test_commit_and_verify(void)
     r = verify(s);
     CU_ASSERT_TRUE(r.intact);
     CU_ASSERT_EQUAL(r.records_checked, 105);
+    cs_store_close(s);
+}
+
+/* ---- duration_us, the first field added after the first release ---- */
+
+static void enc_i64(uint8_t *b, size_t *n, int64_t v)
+{
+    for (int i = 7; i >= 0; i--)
+        b[(*n)++] = (uint8_t)((uint64_t)v >> (8 * i));
+}
+
+static void enc_str(uint8_t *b, size_t *n, const char *s)
+{
+    uint32_t l = (uint32_t)strlen(s);
+    for (int i = 3; i >= 0; i--)
+        b[(*n)++] = (uint8_t)(l >> (8 * i));
+    memcpy(b + *n, s, l);
+    *n += l;
+}
+
+/* Record 1 of fill() in the first release's encoding (audit.h): the hash a
+ * chain written before duration_us existed holds for it. */
+static void first_release_hash(uint8_t out[CS_HASH_LEN])
+{
+    uint8_t b[1024], prev[CS_HASH_LEN] = {0};
+    size_t n = 0;
+    unsigned int ol = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+
+    enc_str(b, &n, "airlock/v1/audit-record");
+    enc_i64(b, &n, 1); /* seq */
+    enc_i64(b, &n, T0); /* time_ms */
+    enc_i64(b, &n, AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_USE);
+    enc_i64(b, &n, AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_DENY);
+    enc_str(b, &n, "spiffe://airlock/gateway/g1"); /* caller */
+    enc_str(b, &n, "spiffe://airlock/intake/i0");  /* issuer */
+    enc_str(b, &n, "acme/bob");                    /* principal */
+    enc_str(b, &n, "cred/0");                      /* credential */
+    enc_i64(b, &n, 1);                             /* version */
+    enc_str(b, &n, "api.example.com:443");         /* destination */
+    enc_str(b, &n, "grant-0");                     /* grant_id */
+    enc_str(b, &n, "");                            /* subject */
+    enc_str(b, &n, "");                            /* scope */
+    enc_str(b, &n, "holder mismatch");             /* reason */
+    enc_str(b, &n, "");                            /* method */
+    enc_str(b, &n, "");                            /* path */
+    enc_i64(b, &n, 200);                           /* status */
+    enc_i64(b, &n, 0);                             /* request_bytes */
+    enc_i64(b, &n, 0);                             /* response_bytes */
+    enc_i64(b, &n, 0);                             /* edge_time_ms */
+    enc_str(b, &n, "");                            /* request_id */
+    enc_str(b, &n, "");                            /* tool */
+    enc_str(b, &n, "");                            /* batch_id */
+    CU_ASSERT_FATAL(c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+                    EVP_DigestUpdate(c, prev, sizeof(prev)) == 1 &&
+                    EVP_DigestUpdate(c, b, n) == 1 && EVP_DigestFinal_ex(c, out, &ol) == 1);
+    EVP_MD_CTX_free(c);
+}
+
+static void test_duration_field(void)
+{
+    Airlock__V1__AuditRecord r = AIRLOCK__V1__AUDIT_RECORD__INIT;
+    struct cs_audit_verify_result v;
+    uint8_t want[CS_HASH_LEN];
+    char dir[128], hex[2 * CS_HASH_LEN + 1], got[2 * CS_HASH_LEN + 1], val[32];
+    int64_t first;
+    size_t idx;
+    struct cs_store *s = fresh(dir, sizeof(dir));
+    struct cs_audit *a = cs_store_audit(s);
+
+    /* a record without a duration hashes as it did before the field existed */
+    fill(a, 5, 5);
+    first_release_hash(want);
+    for (int i = 0; i < CS_HASH_LEN; i++)
+        snprintf(hex + 2 * i, 3, "%02X", want[i]);
+    raw_get(dir, "SELECT hex(hash) FROM audit WHERE seq = 1", got, sizeof(got));
+    CU_ASSERT_STRING_EQUAL(got, hex);
+
+    /* a duration is stored, read back and hashed: editing it is detected */
+    r.time_ms = T0 + 100;
+    r.action = AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_USE;
+    r.decision = AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW;
+    r.caller = "spiffe://airlock/gateway/g1";
+    r.credential = "cred/0";
+    r.duration_us = 1234;
+    CU_ASSERT_EQUAL_FATAL(cs_audit_append(a, &r, &idx), 0);
+    CU_ASSERT_EQUAL_FATAL(cs_audit_commit(a, &first), 0);
+    CU_ASSERT_EQUAL(first, 6);
+    raw_get(dir, "SELECT duration_us FROM audit WHERE seq = 6", val, sizeof(val));
+    CU_ASSERT_STRING_EQUAL(val, "1234");
+    v = verify(s);
+    CU_ASSERT_TRUE(v.intact);
+    raw_sql(dir, "UPDATE audit SET duration_us = 1 WHERE seq = 6");
+    v = verify(s);
+    CU_ASSERT_FALSE(v.intact);
+    CU_ASSERT_EQUAL(v.first_bad_seq, 6);
+    raw_sql(dir, "UPDATE audit SET duration_us = 1234 WHERE seq = 6");
+    v = verify(s);
+    CU_ASSERT_TRUE(v.intact);
+    cs_store_close(s);
+
+    /* a database of the first release (no column): migrated at open, its
+     * chain still verifies, and new records carry durations */
+    s = fresh(dir, sizeof(dir));
+    fill(cs_store_audit(s), 12, 4);
+    cs_store_close(s);
+    raw_sql(dir, "ALTER TABLE audit DROP COLUMN duration_us");
+    s = open_dir(dir, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    v = verify(s);
+    CU_ASSERT_TRUE(v.intact);
+    CU_ASSERT_EQUAL(v.records_checked, 12);
+    a = cs_store_audit(s);
+    r.duration_us = 77;
+    CU_ASSERT_EQUAL_FATAL(cs_audit_append(a, &r, &idx), 0);
+    CU_ASSERT_EQUAL_FATAL(cs_audit_commit(a, &first), 0);
+    v = verify(s);
+    CU_ASSERT_TRUE(v.intact);
+    CU_ASSERT_EQUAL(v.records_checked, 13);
+    raw_get(dir, "SELECT duration_us FROM audit WHERE seq = 13", val, sizeof(val));
+    CU_ASSERT_STRING_EQUAL(val, "77");
     cs_store_close(s);
 }
 
@@ -628,6 +751,8 @@ int main(void)
     s = CU_add_suite("credstore_audit", NULL, NULL);
     CU_add_test(s, "group commit and verify", test_commit_and_verify);
     CU_add_test(s, "edited record detected", test_edit_detected);
+    CU_add_test(s, "duration_us: old hashes kept, new field hashed, migration",
+                test_duration_field);
     CU_add_test(s, "deleted record detected", test_delete_detected);
     CU_add_test(s, "reordered records detected", test_reorder_detected);
     CU_add_test(s, "truncation detected", test_truncation_detected);

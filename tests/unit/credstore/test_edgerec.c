@@ -107,6 +107,14 @@ static void test_fields(void)
     CU_ASSERT_EQUAL(cs_edgerec_check(&e, &g, 0, msg, sizeof(msg)), 0);
     e.request_bytes = -1;
     CU_ASSERT_EQUAL(cs_edgerec_check(&e, &g, 0, msg, sizeof(msg)), AL_ERR_INVAL);
+    e = rec("github/ci", 1);
+    e.duration_us = 1500; /* 1.5 ms */
+    CU_ASSERT_EQUAL(cs_edgerec_check(&e, &g, 0, msg, sizeof(msg)), 0);
+    e.duration_us = -1;
+    CU_ASSERT_EQUAL(cs_edgerec_check(&e, &g, 0, msg, sizeof(msg)), AL_ERR_INVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "duration_us"));
+    e.duration_us = 32LL * 86400 * 1000000;
+    CU_ASSERT_EQUAL(cs_edgerec_check(&e, &g, 0, msg, sizeof(msg)), AL_ERR_INVAL);
     e = rec("github/ci", -1);
     CU_ASSERT_EQUAL(cs_edgerec_check(&e, &g, 0, msg, sizeof(msg)), AL_ERR_INVAL);
     memset(longp, 'a', sizeof(longp) - 1);
