@@ -191,6 +191,9 @@ static void metrics(struct gw *gw)
                                             "credstore Resolve calls", "result=\"failed\"");
     x->cache_hits = al_metrics_counter(m, "airlock_gateway_cache_hits_total",
                                        "requests served with a cached value", NULL);
+    x->cred_rejected = al_metrics_counter(
+        m, "airlock_gateway_credential_rejected_total",
+        "upstream 401 answers to requests carrying the route's credential (passed on as 502)", NULL);
     x->audit_depth = al_metrics_gauge(m, "airlock_gateway_audit_queue",
                                       "use records queued, in flight or reserved", NULL);
     x->audit_undelivered = al_metrics_gauge(m, "airlock_gateway_audit_undelivered_batches",

@@ -194,7 +194,7 @@ struct gw_metrics {
     struct al_metric *streams, *dials, *dial_fail, *rejected;
     struct al_metric *req[6]; /* responses to the relay by class: 1xx..5xx, reset */
     struct al_metric *up[6];  /* upstream outcomes: 1xx..5xx, failed */
-    struct al_metric *resolves_ok, *resolves_denied, *resolves_failed, *cache_hits;
+    struct al_metric *resolves_ok, *resolves_denied, *resolves_failed, *cache_hits, *cred_rejected;
     struct al_metric *audit_depth, *audit_undelivered, *audit_fail, *audit_dropped, *audit_sent;
     struct al_metric *scrub_hits, *policy_denials, *list_removed, *grant_denials;
     struct al_metric *bytes_up, *bytes_down, *audit_full;

@@ -384,6 +384,14 @@ void gw_cache_clear(struct gw_cache *c)
         remove_entry(c, c->head);
 }
 
+int gw_cache_drop(struct gw_cache *c, struct gw_value *v)
+{
+    if (!c || !v || !v->key || find(c, v->key) != v)
+        return 0;
+    remove_entry(c, v);
+    return 1;
+}
+
 size_t gw_cache_count(const struct gw_cache *c)
 {
     return c->n;

@@ -118,6 +118,11 @@ void gw_cache_sweep(struct gw_cache *c, double now);
 /* Removes every entry. */
 void gw_cache_clear(struct gw_cache *c);
 
+/* Removes v if the cache holds it (an upstream refused it: the next request
+ * resolves again, e.g. a version rotated in credstore). Returns 1 if it was
+ * there, else 0. */
+int gw_cache_drop(struct gw_cache *c, struct gw_value *v);
+
 size_t gw_cache_count(const struct gw_cache *c);
 
 #endif

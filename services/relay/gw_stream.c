@@ -160,15 +160,21 @@ void gw_stream_error(struct gw_stream *s, int status, int code, int reason, cons
     respond_error(s, NULL, status, code, reason, msg);
 }
 
+/* The DENY reason of the request's use record (cut to fit). */
+static void set_deny(struct gw_agent *a, const char *msg)
+{
+    size_t n = strnlen(msg, sizeof(a->deny) - 1);
+
+    memcpy(a->deny, msg, n);
+    a->deny[n] = '\0';
+}
+
 /* Refuses the request: the error answer, and msg as the DENY reason of its
  * use record. */
 static void agent_fail_code(struct gw_agent *a, int status, int code, int reason, const char *msg)
 {
-    if (!a->deny[0]) {
-        size_t n = strnlen(msg, sizeof(a->deny) - 1);
-        memcpy(a->deny, msg, n);
-        a->deny[n] = '\0';
-    }
+    if (!a->deny[0])
+        set_deny(a, msg);
     a->status = status;
     a->phase = GW_P_RESP;
     respond_error(a->s, &a->msg, status, code, reason, msg);
@@ -697,7 +703,7 @@ static void upstream_gone(struct gw_agent *a, int err, const char *why)
         rl_ureq_cancel(a->ureq);
         a->ureq = NULL;
     }
-    snprintf(a->deny, sizeof(a->deny), "%s", why);
+    set_deny(a, why);
     if (a->s->submitted) {
         gw_stream_reset(a->s, NGHTTP2_INTERNAL_ERROR);
         a->phase = GW_P_END;
@@ -711,12 +717,37 @@ static void upstream_gone(struct gw_agent *a, int err, const char *why)
         agent_fail(a, 502, REASON(UPSTREAM_FAILED), why);
 }
 
+/* The upstream refused the injected credential (its 401): 502 with its own
+ * reason, the upstream's answer discarded. */
+static void upstream_rejected(struct gw_agent *a, const char *why)
+{
+    if (a->ureq) {
+        rl_ureq_cancel(a->ureq);
+        a->ureq = NULL;
+    }
+    set_deny(a, why);
+    if (a->s->submitted) {
+        gw_stream_reset(a->s, NGHTTP2_INTERNAL_ERROR);
+        a->phase = GW_P_END;
+        return;
+    }
+    agent_fail(a, 502, REASON(UPSTREAM_CREDENTIAL_REJECTED), why);
+}
+
+/* 1 for an SSE response, 0 for another, -1 when the response names more
+ * than one Content-Type (what the agent's client would pick is unknown, so
+ * the filters could judge another body than it reads). */
 static int is_sse(const struct rl_h1_header *h, size_t n)
 {
+    int sse = 0, seen = 0;
+
     for (size_t i = 0; i < n; i++)
-        if (h[i].name_len == 12 && memcmp(h[i].name, "content-type", 12) == 0)
-            return h[i].value_len >= 17 && strncasecmp(h[i].value, "text/event-stream", 17) == 0;
-    return 0;
+        if (h[i].name_len == 12 && memcmp(h[i].name, "content-type", 12) == 0) {
+            if (seen++)
+                return -1;
+            sse = h[i].value_len >= 17 && strncasecmp(h[i].value, "text/event-stream", 17) == 0;
+        }
+    return sse;
 }
 
 /* A header that may go to the relay: not dropped by rule, a valid HTTP/2
@@ -727,6 +758,7 @@ static int header_passes(struct gw_agent *a, const struct rl_h1_header *h)
     const char *v = h->value_len ? h->value : "";
 
     if (gw_resp_header_dropped(h->name, h->name_len) ||
+        (h->name_len == 16 && memcmp(h->name, "www-authenticate", 16) == 0) ||
         !gw_field_name_valid(h->name, h->name_len) || memchr(v, 0, h->value_len) ||
         memchr(v, '\r', h->value_len) || memchr(v, '\n', h->value_len))
         return 0;
@@ -789,7 +821,29 @@ static void on_up_head(struct rl_ureq *r, int status, const struct rl_h1_header 
         upstream_gone(a, AL_ERR_PROTO, "the upstream returned another principal's session");
         return;
     }
-    if (response_filters(a, is_sse(h, n)) < 0) {
+    if (status == 401) {
+        /* the gateway injected the route's credential and the server refused
+         * it: the agent can do nothing about that (and must not start an
+         * authorization flow of its own on the server's WWW-Authenticate) */
+        char why[400];
+        al_metric_add(a->gw->m.cred_rejected, 1);
+        if (a->v)
+            gw_cache_drop(a->gw->cred.cache, a->v); /* resolved again next time */
+        snprintf(why, sizeof(why),
+                 "the MCP server of route %.64s refused the credential the gateway injected "
+                 "(HTTP 401); the operator must check credential %.128s",
+                 a->rt->name, a->rt->credential);
+        AL_LOG_WARN("gateway.credential_rejected", "route=%s request=%s credential=%s version=%d",
+                    a->rt->name, a->request_id, a->rt->credential, a->v ? (int)a->v->version : 0);
+        upstream_rejected(a, why);
+        return;
+    }
+    int sse = is_sse(h, n);
+    if (sse < 0) {
+        upstream_gone(a, AL_ERR_PROTO, "the MCP server's response names more than one Content-Type");
+        return;
+    }
+    if (response_filters(a, sse) < 0) {
         upstream_gone(a, AL_ERR_NOMEM, "out of memory");
         return;
     }

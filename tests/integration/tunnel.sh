@@ -183,6 +183,15 @@ if ! "$CTL" cred put canary-token --type bearer --value-file "$CANARY" --allow-p
      --dest "http://localhost:$echo_PORT" >"$T_DIR/cred.log" 2>&1; then
   fail_setup cred "airlockctl cred put: $(tail -n 1 "$T_DIR/cred.log")"
 fi
+# A credential the echo server does not accept (route corp/stale): its 401
+# must reach the agent as the gateway's 502, never as the server's challenge.
+if ! openssl rand -hex 24 | sed 's/^/STALE-/' >"$T_DIR/stale.value" ||
+   ! "$CTL" cred put stale-token --type bearer --value-file "$T_DIR/stale.value" --allow-plain-http \
+     --issuer spiffe://airlock/relay/relay-0 --principal dev --principal team-b \
+     --holder 'spiffe://airlock/gateway/*' --route 'corp/*' \
+     --dest "http://127.0.0.1:$echo_PORT" >>"$T_DIR/cred.log" 2>&1; then
+  fail_setup cred "airlockctl cred put stale-token: $(tail -n 1 "$T_DIR/cred.log")"
+fi
 
 # ---- agent keys (airlockctl relay keys) ----
 KEYS_FILE=$T_DIR/relay-keys
@@ -249,9 +258,9 @@ svc_start relay airlock-relay "$T_DIR/relay.cfg" "$OP" || fail_setup relay "airl
 gw_config() {
   local name=$1 ident=$2 gid=$3 ops=$4 pol
   pol='policy = ( { principals = ["dev", "team-b"]; tools = ["echo", "stream"]; resources = ["**"]; prompts = ["*"]; } );'
-  srv() { # NAME URL ALLOW
-    printf '      { name = "%s"; url = "%s"; allow = [%s]; credential = "canary-token"; timeout = 60.0;\n        %s }' \
-      "$1" "$2" "$3" "$pol"
+  srv() { # NAME URL ALLOW [CREDENTIAL]
+    printf '      { name = "%s"; url = "%s"; allow = [%s]; credential = "%s"; timeout = 60.0;\n        %s }' \
+      "$1" "$2" "$3" "${4:-canary-token}" "$pol"
   }
   cat >"$T_DIR/$name.cfg" <<EOF
 listen = "";
@@ -277,7 +286,8 @@ $(srv v1 "http://127.0.0.1:$v1_PORT/mcp" '"127.0.0.1/32"'),
 $(srv v2 "http://127.0.0.1:$v2_PORT/mcp" '"127.0.0.1/32"'),
 $(srv echo "http://127.0.0.1:$echo_PORT/mcp" '"127.0.0.1/32"'),
 $(srv down "http://127.0.0.1:$DOWN_PORT/mcp" '"127.0.0.1/32"'),
-$(srv denied "http://localhost:$echo_PORT/mcp" '')
+$(srv denied "http://localhost:$echo_PORT/mcp" ''),
+$(srv stale "http://127.0.0.1:$echo_PORT/mcp" '"127.0.0.1/32"' stale-token)
     ); },
   { name = "lab";
     servers = (

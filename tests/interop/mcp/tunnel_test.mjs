@@ -520,6 +520,16 @@ for (const [name, bytes] of Object.entries(malformed)) {
     return res;
   });
 
+  await check('upstream-401-becomes-502-without-challenge', async () => {
+    const before = state('echo').requests;
+    const r = await h1('/mcp/corp/stale', { body: callEcho('plain') });
+    const res = expectAirlockError(r, 502, -32002, 'UPSTREAM_CREDENTIAL_REJECTED');
+    expect(!('www-authenticate' in r.headers), `the server's challenge reached the agent: ${r.headers['www-authenticate']}`);
+    expect(/refused the credential/.test(bodyJson(r).error.message), bodyJson(r).error.message);
+    expect(state('echo').requests > before, 'the request did not reach the server');
+    return res;
+  });
+
   // ---- canary scrubbing ----
 
   function agentBytes(r) {

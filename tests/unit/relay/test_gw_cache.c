@@ -195,6 +195,14 @@ static void test_cache_keys_and_lru(void)
     CU_ASSERT_EQUAL(gw_cache_count(c), 3);
     CU_ASSERT_PTR_NULL(gw_cache_get(c, k[1], 3));
     CU_ASSERT_EQUAL(v[1]->refs, 1);
+    /* drop: only the very value the cache holds (an upstream refused it) */
+    CU_ASSERT_EQUAL(gw_cache_drop(c, v[1]), 0); /* evicted already */
+    CU_ASSERT_EQUAL(gw_cache_drop(c, v[2]), 1);
+    CU_ASSERT_EQUAL(gw_cache_count(c), 2);
+    CU_ASSERT_PTR_NULL(gw_cache_get(c, k[2], 3));
+    CU_ASSERT_EQUAL(v[2]->refs, 1);
+    CU_ASSERT_EQUAL(gw_cache_drop(c, v[2]), 0);
+    CU_ASSERT_EQUAL(gw_cache_drop(c, NULL), 0);
     /* a value held by a stream survives eviction and clear */
     gw_cache_clear(c);
     CU_ASSERT_EQUAL(gw_cache_count(c), 0);
@@ -219,7 +227,7 @@ int main(void)
     CU_add_test(s, "template rules", test_template_rules);
     CU_add_test(s, "values and their scrubbers", test_values);
     CU_add_test(s, "cache: expiry, replacement, sweep", test_cache_expiry_and_replace);
-    CU_add_test(s, "cache: keys and LRU", test_cache_keys_and_lru);
+    CU_add_test(s, "cache: keys, LRU and drop", test_cache_keys_and_lru);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     failed = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
