@@ -697,7 +697,9 @@ static void up_class(struct gw_agent *a, int status)
     al_metric_add(a->gw->m.up[status > 0 ? k : 0], 1);
 }
 
-static void upstream_gone(struct gw_agent *a, int err, const char *why)
+/* Ends the upstream request with why as the record's reason. Returns 1 when
+ * the response had started (the stream is reset: nothing more to say). */
+static int upstream_stop(struct gw_agent *a, const char *why)
 {
     if (a->ureq) {
         rl_ureq_cancel(a->ureq);
@@ -707,8 +709,15 @@ static void upstream_gone(struct gw_agent *a, int err, const char *why)
     if (a->s->submitted) {
         gw_stream_reset(a->s, NGHTTP2_INTERNAL_ERROR);
         a->phase = GW_P_END;
-        return;
+        return 1;
     }
+    return 0;
+}
+
+static void upstream_gone(struct gw_agent *a, int err, const char *why)
+{
+    if (upstream_stop(a, why))
+        return;
     if (err == AL_ERR_AUTH)
         agent_fail(a, 502, REASON(UPSTREAM_ADDRESS_DENIED), why);
     else if (err == AL_ERR_TIMEOUT)
@@ -721,17 +730,8 @@ static void upstream_gone(struct gw_agent *a, int err, const char *why)
  * reason, the upstream's answer discarded. */
 static void upstream_rejected(struct gw_agent *a, const char *why)
 {
-    if (a->ureq) {
-        rl_ureq_cancel(a->ureq);
-        a->ureq = NULL;
-    }
-    set_deny(a, why);
-    if (a->s->submitted) {
-        gw_stream_reset(a->s, NGHTTP2_INTERNAL_ERROR);
-        a->phase = GW_P_END;
-        return;
-    }
-    agent_fail(a, 502, REASON(UPSTREAM_CREDENTIAL_REJECTED), why);
+    if (!upstream_stop(a, why))
+        agent_fail(a, 502, REASON(UPSTREAM_CREDENTIAL_REJECTED), why);
 }
 
 /* 1 for an SSE response, 0 for another, -1 when the response names more
