@@ -218,6 +218,7 @@ struct gw {
     struct al_resolver *resolver;
     struct al_grant_keyring *keyring;
     struct rl_upstream **ups; /* parallel to cfg.routes.v */
+    size_t buffered;          /* request body bytes buffered, all agents (max_buffered) */
     struct gw_relay *relays;
     size_t nrelays;
     struct gw_conn *conns;

@@ -453,6 +453,10 @@ static const struct al_cfg_field fields[] = {
      "agent streams per relay connection", 1, 100000, 0, NULL, NULL},
     {"max_body", AL_CFG_SIZE, GC(max_body, size_t), "4MiB",
      "largest POST body buffered for MCP inspection (413 beyond)", 1024, 64 << 20, 0, NULL, NULL},
+    {"max_buffered", AL_CFG_SIZE, GC(max_buffered, size_t), "256MiB",
+     "request bodies buffered at once across every stream of this gateway; a body that would "
+     "go beyond is refused with 503 (RATE_LIMITED), so many large bodies cannot take the memory",
+     65536, 1LL << 40, 0, NULL, NULL},
     {"relay_keys", AL_CFG_CUSTOM, GC(relay_keys, struct gw_relay_keys), NULL,
      "relay grant keys trusted: ( { issuer; public_key_file; key_id; } )", 0, 0, 0,
      parse_relay_keys, relay_keys_free},

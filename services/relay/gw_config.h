@@ -15,6 +15,7 @@
  *   drain_grace           SIGTERM: how long open streams may finish (s)
  *   max_concurrent_streams         agent streams per connection
  *   max_body              POST body buffered for MCP inspection (413 beyond)
+ *   max_buffered          bodies buffered at once, all streams (503 beyond)
  *   relay_keys = ( { issuer; public_key_file; key_id; } )  grant keys trusted
  *   credstore.addr, credstore.peer, credstore.timeout      CredentialResolver
  *   cache_ttl             released values kept this long at most (0 = never)
@@ -96,7 +97,7 @@ struct gw_config {
     double heartbeat_s, ping_interval_s, ping_timeout_s;
     double reconnect_min_s, reconnect_max_s, resolve_interval_s, drain_grace_s;
     int max_concurrent_streams;
-    size_t max_body;
+    size_t max_body, max_buffered;
     struct gw_relay_keys relay_keys;
     char *credstore_addr, *credstore_peer;
     double credstore_timeout_s;

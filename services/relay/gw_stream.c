@@ -62,6 +62,7 @@
 struct gw_agent {
     struct gw_stream *s;
     struct gw *gw;
+    size_t buffered; /* of gw->buffered: this request's body */
     size_t route;
     const struct gw_route *rt;
     struct gw_path path;
@@ -560,6 +561,14 @@ static void body_refused(struct gw_agent *a)
     agent_fail(a, 400, REASON(INVALID_FIELD), "GET and DELETE requests carry no body");
 }
 
+/* The body no longer counts against max_buffered (freed, or refused). */
+static void release_body(struct gw_agent *a)
+{
+    a->gw->buffered -= a->buffered;
+    a->buffered = 0;
+    rl_buf_cleanup(&a->body);
+}
+
 void gw_agent_data(struct gw_stream *s, const uint8_t *d, size_t n)
 {
     struct gw_agent *a = s->a;
@@ -572,8 +581,19 @@ void gw_agent_data(struct gw_stream *s, const uint8_t *d, size_t n)
     switch (a->phase) {
     case GW_P_BODY:
         consume(a, n); /* the body cap bounds what is buffered here */
-        if (rl_buf_append(&a->body, d, n) < 0)
+        if (a->body.len + n <= a->gw->cfg.max_body &&
+            a->gw->buffered + n > a->gw->cfg.max_buffered) { /* 413 stays first */
+            release_body(a);
+            agent_fail(a, 503, REASON(RATE_LIMITED),
+                       "the gateway holds too many request bodies at once; retry shortly");
+            return;
+        }
+        if (rl_buf_append(&a->body, d, n) < 0) {
             agent_fail(a, 413, REASON(TOO_LARGE), "the request body is too large");
+            return;
+        }
+        a->buffered += n;
+        a->gw->buffered += n;
         return;
     case GW_P_CRED:
     case GW_P_UP:
@@ -980,7 +1000,9 @@ static void record_use(struct gw_agent *a, uint32_t code)
     u.request_bytes = a->req_bytes;
     u.response_bytes = a->resp_bytes;
     u.allow = a->up_started;
-    u.reason = a->deny;
+    u.reason = a->v && rl_scrub_contains(a->v->scrub, (const uint8_t *)a->deny, strlen(a->deny))
+                   ? RL_SCRUB_MARK
+                   : a->deny;
     u.time_ms = a->t_ms;
     u.request_id = a->request_id;
     u.tool = tool;
@@ -1040,7 +1062,7 @@ void gw_agent_closed(struct gw_stream *s, uint32_t code)
     gw_value_unref(a->v);
     al_grant_free(a->grant);
     al_edge_grant_unref(a->g);
-    rl_buf_cleanup(&a->body);
+    release_body(a);
     rl_buf_cleanup(&a->held);
     rl_buf_cleanup(&a->tmp);
     free(a);

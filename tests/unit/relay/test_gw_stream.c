@@ -17,7 +17,9 @@
  * server-to-client request such as elicitation) reaching the agent side
  * whole before the response ends; the relay cancelling more than a thousand
  * streams at once (an agent connection going away) without the gateway
- * tearing down the tunnel connection and the other requests on it.
+ * tearing down the tunnel connection and the other requests on it; an
+ * answer with two Content-Types and an upstream 401 (502, no challenge)
+ * refused; the gateway-wide body budget (503).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -85,7 +87,7 @@ static void settle(void)
 /* the upstream: a small HTTP/1.1 server                                */
 /* ------------------------------------------------------------------ */
 
-enum up_mode { UP_JSON, UP_SSE_HOLD };
+enum up_mode { UP_JSON, UP_SSE_HOLD, UP_TWO_TYPES, UP_401 };
 
 struct up_conn {
     int fd;
@@ -155,10 +157,14 @@ static void up_answer(struct up_conn *c)
     char head[256];
     int n;
 
-    if (up.mode == UP_JSON) {
+    if (up.mode == UP_JSON || up.mode == UP_TWO_TYPES || up.mode == UP_401) {
         n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\n%s"
                      "Content-Length: %zu\r\n\r\n",
+                     up.mode == UP_401 ? "401 Unauthorized" : "200 OK",
+                     up.mode == UP_TWO_TYPES ? "Content-Type: text/event-stream\r\n"
+                     : up.mode == UP_401     ? "WWW-Authenticate: Bearer resource_metadata=\"x\"\r\n"
+                                             : "",
                      strlen(up.reply));
         up_write(c, head, (size_t)n);
         up_write(c, up.reply, strlen(up.reply));
@@ -353,6 +359,7 @@ static void gw_start(void)
     g.cfg.drain_grace_s = 1;
     g.cfg.max_concurrent_streams = 1000;
     g.cfg.max_body = 1 << 20;
+    g.cfg.max_buffered = 64 << 20;
     g.cfg.credstore_addr = (char *)"127.0.0.1:1"; /* never called: the value is cached */
     g.cfg.credstore_timeout_s = 5;
     g.cfg.cache_ttl_s = 3600;
@@ -578,6 +585,57 @@ static void test_post_roundtrip(void)
     CU_ASSERT(has(up.last, up.last_len, "\"allowed_echo\""));
     CU_ASSERT_FALSE(has(c.body, c.blen, SECRET));
     CU_ASSERT(has(c.body, c.blen, RL_SCRUB_MARK));
+    teardown();
+}
+
+/* What the upstream answers that the gateway must not pass on: two
+ * Content-Types (which one the agent's client reads is unknown), a 401 to
+ * the injected credential (502 without the challenge); and the gateway-wide
+ * body budget (max_buffered). */
+static void test_refused_answers_and_budget(void)
+{
+    static const nghttp2_nv h[] = {NV("content-type", "application/json"),
+                                   NV("accept", "application/json, text/event-stream")};
+    struct call c;
+    int before;
+
+    setup();
+    up.reply = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}";
+    /* the budget: a body that would go beyond it is refused, nothing forwarded */
+    before = up.nreq;
+    g.cfg.max_buffered = 16;
+    up.mode = UP_JSON;
+    call_open(&c, "POST", h, sizeof(h) / sizeof(h[0]), CALL_ALLOWED);
+    CU_ASSERT_FATAL(run_until(call_done, &c));
+    CU_ASSERT_EQUAL(c.status, 503);
+    CU_ASSERT(has(c.hdrs, c.hlen, "airlock-error: RATE_LIMITED\n"));
+    settle();
+    CU_ASSERT_EQUAL(up.nreq, before);
+    CU_ASSERT_EQUAL(g.buffered, 0); /* nothing left counted */
+    g.cfg.max_buffered = 64 << 20;
+    call_open(&c, "POST", h, sizeof(h) / sizeof(h[0]), CALL_ALLOWED);
+    CU_ASSERT_FATAL(run_until(call_done, &c));
+    CU_ASSERT_EQUAL(c.status, 200);
+    settle();
+    CU_ASSERT_EQUAL(g.buffered, 0);
+    /* two Content-Types */
+    up.mode = UP_TWO_TYPES;
+    call_open(&c, "POST", h, sizeof(h) / sizeof(h[0]), CALL_ALLOWED);
+    CU_ASSERT_FATAL(run_until(call_done, &c));
+    CU_ASSERT_EQUAL(c.status, 502);
+    CU_ASSERT(has(c.hdrs, c.hlen, "airlock-error: UPSTREAM_FAILED\n"));
+    CU_ASSERT(has(c.body, c.blen, "more than one Content-Type"));
+    /* a 401 to the injected credential: 502 without the challenge, and the
+     * cached value dropped (the next request must resolve again: there is
+     * no credstore here, so it cannot) */
+    up.mode = UP_401;
+    call_open(&c, "POST", h, sizeof(h) / sizeof(h[0]), CALL_ALLOWED);
+    CU_ASSERT_FATAL(run_until(call_done, &c));
+    CU_ASSERT_EQUAL(c.status, 502);
+    CU_ASSERT(has(c.hdrs, c.hlen, "airlock-error: UPSTREAM_CREDENTIAL_REJECTED\n"));
+    CU_ASSERT_FALSE(has(c.hdrs, c.hlen, "www-authenticate"));
+    CU_ASSERT_FALSE(has(c.body, c.blen, SECRET));
+    CU_ASSERT_EQUAL(gw_cache_count(g.cred.cache), 0);
     teardown();
 }
 
@@ -834,6 +892,8 @@ int main(void)
     s = CU_add_suite("gw_stream", suite_init, suite_clean);
     CU_add_test(s, "POST tools/call: credential injected upstream, scrubbed from the response",
                 test_post_roundtrip);
+    CU_add_test(s, "two Content-Types, an upstream 401, the body budget: refused",
+                test_refused_answers_and_budget);
     CU_add_test(s, "GET or DELETE with a body: refused, the body never forwarded",
                 test_get_with_body_refused);
     CU_add_test(s, "a single-instance header sent twice: refused before the upstream",
