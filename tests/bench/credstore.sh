@@ -165,8 +165,8 @@ issuers = ( { issuer = "spiffe://airlock/intake/*"; public_key_file = "$KEYS/ben
               principals = ["acme/**"]; pools = ["ci-*"]; credentials = ["bench/**"]; } );
 EOF
 
-# The server runs at the default log level (info), as deployed: one
-# credstore.resolve line per call goes to its stderr (a file here).
+# The server runs at the default log level (info), as deployed (an allowed
+# Resolve is logged at debug only: the audit chain records each one).
 "${SRV_PIN[@]}" "$BIN/airlock-credstore" --config "$TMP/credstore.cfg" </dev/null \
   >/dev/null 2>"$TMP/server.log" &
 SRV_PID=$!
