@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "al_err.h"
 #include "al_log.h"
 #include "al_wipe.h"
@@ -625,6 +627,16 @@ static void on_grant(struct eg_proxy *p, const Airlock__Internal__JobGrant *m)
     AL_LOG_INFO("egress.job.grant", "job=%s grant=%s", j->id, j->grant_id);
 }
 
+/* The entry carries the value, version and template c holds already. */
+static int same_value(const struct eg_cred *c, const Airlock__Internal__EgressCredential *e)
+{
+    return c->value && e->value.len == c->value_len && e->version == c->version &&
+           e->type == c->type && !e->allow_plain_http == !c->allow_plain_http &&
+           e->expires_unix_ms > 0 && strcmp(e->header ? e->header : "", c->tmpl_header) == 0 &&
+           strcmp(e->format ? e->format : "", c->tmpl_format) == 0 &&
+           CRYPTO_memcmp(e->value.data, c->value, c->value_len) == 0;
+}
+
 /* Values resolved again: each entry replaces the credential with its
  * placeholder (value, version, template, expiries), so a long job keeps
  * working past credstore's limit on one released value. */
@@ -653,6 +665,16 @@ static void on_credentials(struct eg_proxy *p, const Airlock__Internal__JobCrede
                         "job=%s entry=%zu reason=\"no credential of the job has this "
                         "placeholder and name\"",
                         j->id, i);
+            continue;
+        }
+        if (same_value(&j->creds[k], e)) { /* the usual refresh: new expiries only */
+            char *g = strdup(e->grant_id && e->grant_id[0] ? e->grant_id : j->grant_id);
+            if (g) {
+                free(j->creds[k].grant_id);
+                j->creds[k].grant_id = g;
+            }
+            j->creds[k].expires_ms = e->expires_unix_ms;
+            j->creds[k].credstore_expires_ms = e->credstore_expires_unix_ms;
             continue;
         }
         rc = cred_from(j, &fresh, e, why, sizeof(why));

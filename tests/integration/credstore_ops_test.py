@@ -201,7 +201,14 @@ def scan_memory(pid, needles, max_region=1 << 36):
                     mem.seek(a)
                     b = mem.read(n)
                 except OSError as e:
-                    unreadable.append(f"{a:#x}+{n:#x} {name or 'anon'} {perm}: {e.strerror}")
+                    # a mapping the running process unmapped or changed since
+                    # the list was read (a freed buffer) held nothing to find
+                    # any more; one still there that cannot be read is a hole
+                    # in the scan
+                    if any(m[0] <= a < m[1] and m[2][0] == "r" for m in mappings(pid)):
+                        unreadable.append(f"{a:#x}+{n:#x} {name or 'anon'} {perm}: {e.strerror}")
+                    else:
+                        notes.append(f"{a:#x}+{n:#x} unmapped while scanned")
                     b = b""
                 total += len(b)
                 buf = prev + b

@@ -534,9 +534,15 @@ def c_sandbox_and_memory(x):
     def executor_mem():
         if "init" not in st:
             raise Skip("the job did not start")
+        # the job's values are resolved again every ~2 s (a 3 s ttl) and held
+        # for the moment it takes to send them: a copy must not outlive that,
+        # so a hit counts only when a second scan a second later finds it too
         hits, total = scan(x.ex.proc.pid, token_needles())
-        expect(not hits, f"the token is in the executor's memory after JobOpen: "
-               f"{[(k, cot.where(v[0])) for k, v in hits.items()][:3]}")
+        if hits:
+            time.sleep(1)
+            hits, total = scan(x.ex.proc.pid, token_needles())
+        expect(not hits, f"the token is in the executor's memory after JobOpen (two scans "
+               f"1 s apart): {[(k, cot.where(v[0])) for k, v in hits.items()][:3]}")
         print(f"    executor: {total >> 20} MiB scanned, no token", flush=True)
     check("executor-wiped-values-after-sending", executor_mem)
 
@@ -546,7 +552,10 @@ def c_sandbox_and_memory(x):
         p = egress_pid(x.ex)
         expect(p, "no airlock-egress child of the executor")
         st["egress"] = p
-        hits, _ = scan(p, {"raw": TOKEN})
+        for _ in range(3):  # a refresh may move the value past the scan
+            hits, _ = scan(p, {"raw": TOKEN})
+            if hits:
+                break
         expect(hits, "the proxy does not hold the token while the job runs: the scan after the "
                "job could not tell a wiped value from one never found")
     check("proxy-holds-value-while-job-runs", proxy_during)

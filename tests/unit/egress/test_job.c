@@ -432,6 +432,21 @@ static void test_credentials(void)
     CU_ASSERT_EQUAL(j->creds[0].credstore_expires_ms, c[0]->credstore_expires_unix_ms);
     CU_ASSERT_PTR_NOT_NULL(j->resp);
 
+    /* the same value again (the usual refresh): new expiries, nothing moved */
+    {
+        const uint8_t *held = j->creds[0].value;
+        struct eg_scrubset *set = j->resp;
+        c[0] = bearer(PH_A, "second-value-of-the-token", "free.test");
+        c[0]->version = 2;
+        c[0]->expires_unix_ms += 1000;
+        c[0]->credstore_expires_unix_ms = c[0]->expires_unix_ms;
+        send_creds("rc/1", c, 1);
+        sync_ctl();
+        CU_ASSERT_PTR_EQUAL(j->creds[0].value, held);
+        CU_ASSERT_PTR_EQUAL(j->resp, set);
+        CU_ASSERT_EQUAL(j->creds[0].expires_ms, c[0]->expires_unix_ms);
+    }
+
     /* entries that do not fit: a value too short to scrub, an unknown
      * placeholder, another credential's name: nothing changes */
     c[0] = bearer(PH_A, "short", "free.test");
