@@ -70,7 +70,7 @@ struct al_edge_use {
     const char *reason;
     int64_t time_ms;
     const char *request_id;
-    const char *tool; /* gateways: "tools/call:search", "tools/list"; else "" */
+    const char *tool;    /* gateways: "tools/call:search", "tools/list"; else "" */
     int64_t duration_us; /* arrival to end of the response or tunnel; 0 = not measured */
 };
 

@@ -9,8 +9,9 @@
  * file's device, inode, size and mtime are compared, so the symlink swap of a
  * Kubernetes Secret volume after a cert-manager renewal is seen; a reload
  * that fails, e.g. a key not yet matching its certificate, keeps the
- * previous files and is tried again at the next check); SIGTERM/SIGINT drain: health goes NOT_SERVING, GOAWAY on every
- * connection, the loop ends when they have closed or drain_timeout passed.
+ * previous files and is tried again at the next check); SIGTERM/SIGINT drain: health goes
+ * NOT_SERVING, GOAWAY on every connection, the loop ends when they have closed or drain_timeout
+ * passed.
  *
  * Common keys (file / AIRLOCK_* env / --flag):
  *   listen               gRPC address "host:port"

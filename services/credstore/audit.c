@@ -279,8 +279,8 @@ int cs_audit_schema(sqlite3 *db)
 int cs_audit_migrate(sqlite3 *db)
 {
     sqlite3_stmt *st = NULL;
-    int have = sqlite3_prepare_v2(db, "SELECT duration_us FROM audit LIMIT 0", -1, &st, NULL) ==
-               SQLITE_OK;
+    int have =
+        sqlite3_prepare_v2(db, "SELECT duration_us FROM audit LIMIT 0", -1, &st, NULL) == SQLITE_OK;
 
     sqlite3_finalize(st);
     if (have)

@@ -193,7 +193,7 @@ static void resolve_allow(struct resolve_ctx *x, const Airlock__V1__Grant *g,
     /* the audit chain holds every Resolve; a log line per allowed call would
      * only cost a write(2) each (refusals are logged as warnings) */
     AL_LOG_DEBUG("credstore.resolve", "decision=allow caller=%s credential=%s version=%d grant=%s",
-                x->rec.caller, x->rec.credential, info->version, g->grant_id);
+                 x->rec.caller, x->rec.credential, info->version, g->grant_id);
     cs_svc_await_audit(x->cs, w, &x->rec);
 }
 

@@ -314,8 +314,8 @@ static int dests_from(struct eg_dest **out, size_t *nout,
     for (size_t i = 0; i < n; i++) {
         int rc = dest_from(&(*out)[i], m[i], ceiling, sub, sizeof(sub));
         if (rc < 0) {
-            snprintf(why, wn, "%s entry %zu (%.80s): %.120s", ceiling ? "ceiling" : "destination", i,
-                     m[i]->host ? m[i]->host : "", sub);
+            snprintf(why, wn, "%s entry %zu (%.80s): %.120s", ceiling ? "ceiling" : "destination",
+                     i, m[i]->host ? m[i]->host : "", sub);
             return rc;
         }
         (*nout)++;
@@ -371,8 +371,8 @@ static int creds_from(struct eg_job *j, Airlock__Internal__EgressCredential *con
         const Airlock__Internal__EgressCredential *c = m[i];
         int rc = cred_from(j, &j->creds[i], c, sub, sizeof(sub));
         if (rc < 0) {
-            snprintf(why, wn, "credential %zu (%.64s): %.140s", i, c->credential ? c->credential : "",
-                     sub);
+            snprintf(why, wn, "credential %zu (%.64s): %.140s", i,
+                     c->credential ? c->credential : "", sub);
             return rc;
         }
         j->ncreds++;
@@ -687,8 +687,8 @@ static void on_credentials(struct eg_proxy *p, const Airlock__Internal__JobCrede
         eg_cred_cleanup(&j->creds[k]);
         j->creds[k] = fresh;
         done++;
-        AL_LOG_INFO("egress.job.credentials", "job=%s cred=%s version=%d", j->id,
-                    j->creds[k].name, (int)j->creds[k].version);
+        AL_LOG_INFO("egress.job.credentials", "job=%s cred=%s version=%d", j->id, j->creds[k].name,
+                    (int)j->creds[k].version);
     }
     if (done) {
         struct eg_scrubset *set = NULL;

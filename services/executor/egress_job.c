@@ -53,13 +53,13 @@
 #include "egress_policy.h"
 #include "executor.h"
 
-#define FR(x)           AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_##x
-#define CLOSE_TIMEOUT_S 30.0
-#define SYSTEM_BUNDLE   "/etc/ssl/certs/ca-certificates.crt"
-#define BUNDLE_MAX      (16 << 20)
-#define VALUE_MAX       (64 * 1024)
-#define KEY_MAX         96 /* "<job id>/<attempt>" */
-#define REFRESH_RETRY_S 5.0
+#define FR(x)               AIRLOCK__V1__FAILURE_REASON__FAILURE_REASON_##x
+#define CLOSE_TIMEOUT_S     30.0
+#define SYSTEM_BUNDLE       "/etc/ssl/certs/ca-certificates.crt"
+#define BUNDLE_MAX          (16 << 20)
+#define VALUE_MAX           (64 * 1024)
+#define KEY_MAX             96 /* "<job id>/<attempt>" */
+#define REFRESH_RETRY_S     5.0
 #define REFRESH_LEAD_MIN_MS 1000
 #define REFRESH_LEAD_MAX_MS 60000
 
@@ -114,10 +114,10 @@ struct ex_ejob {
     struct ex_env_kv proxy_env[EX_PROXY_ENV_MAX];
     const char **env_names, **env_values;
     size_t n_env;
-    ev_timer timer_w; /* open timeout, then close timeout, then the free */
-    ev_timer refresh_w; /* OPEN: the next refresh of the values */
-    int refreshing;     /* Resolve calls of a refresh in flight */
-    int refresh_retry;  /* a refresh could not reach credstore */
+    ev_timer timer_w;    /* open timeout, then close timeout, then the free */
+    ev_timer refresh_w;  /* OPEN: the next refresh of the values */
+    int refreshing;      /* Resolve calls of a refresh in flight */
+    int refresh_retry;   /* a refresh could not reach credstore */
     int64_t resolved_ms; /* when the values in use were asked for */
 };
 
@@ -669,7 +669,7 @@ static void arm_refresh(struct ex_ejob *j)
         delay = REFRESH_RETRY_S;
     } else {
         lead = (first - j->resolved_ms) / 5;
-        lead = lead < REFRESH_LEAD_MIN_MS ? REFRESH_LEAD_MIN_MS
+        lead = lead < REFRESH_LEAD_MIN_MS   ? REFRESH_LEAD_MIN_MS
                : lead > REFRESH_LEAD_MAX_MS ? REFRESH_LEAD_MAX_MS
                                             : lead;
         delay = first - lead > now ? (double)(first - lead - now) / 1000.0 : 0.;
@@ -691,8 +691,10 @@ static void refresh_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!g || g->expires_ms <= unix_ms()) {
         /* nothing to resolve with: the values end with the grant; a renewed
          * grant (ex_ejob_grant) arms the refresh again */
-        AL_LOG_INFO("executor.egress_refresh", "job=%s reason=\"the job's grant has expired; "
-                    "its values are not refreshed\"", j->key);
+        AL_LOG_INFO("executor.egress_refresh",
+                    "job=%s reason=\"the job's grant has expired; "
+                    "its values are not refreshed\"",
+                    j->key);
         return;
     }
     for (size_t i = 0; i < j->n_creds; i++) {
@@ -775,8 +777,8 @@ static void refresh_send(struct ex_ejob *j)
     }
     if (rc < 0) {
         AL_LOG_WARN("executor.egress_refresh",
-                    "job=%s reason=\"the fresh values could not be sent to the proxy: %s\"",
-                    j->key, al_strerror(rc));
+                    "job=%s reason=\"the fresh values could not be sent to the proxy: %s\"", j->key,
+                    al_strerror(rc));
         j->refresh_retry = 1;
     } else {
         AL_LOG_INFO("executor.egress_refresh", "job=%s refreshed=%zu credentials=%zu", j->key, n,

@@ -315,8 +315,7 @@ static void zero_exec(const char *key, void *value, void *user)
     e->held = 0;
 }
 
-static void set_pcount(void *user, const char *principal, const char *pool, int queued,
-                       int active)
+static void set_pcount(void *user, const char *principal, const char *pool, int queued, int active)
 {
     struct in_svc *s = user;
     struct in_pcount *c = in_pcount(s, principal);
@@ -599,10 +598,9 @@ static void metrics_init(struct in_svc *s)
         const char *name = s->cfg.pools.v[i].name;
         al_metrics_label_escape(esc, sizeof(esc), name, strlen(name));
         snprintf(labels, sizeof(labels), "pool=\"%s\"", esc);
-        s->pool_stats[i].m_queued =
-            al_metrics_gauge(m, "airlock_intake_pool_jobs_queued",
-                             "Jobs QUEUED in the pool (an executor pool's autoscaling input)",
-                             labels);
+        s->pool_stats[i].m_queued = al_metrics_gauge(
+            m, "airlock_intake_pool_jobs_queued",
+            "Jobs QUEUED in the pool (an executor pool's autoscaling input)", labels);
         s->pool_stats[i].m_active = al_metrics_gauge(m, "airlock_intake_pool_jobs_running",
                                                      "Jobs of the pool LEASED or RUNNING", labels);
     }

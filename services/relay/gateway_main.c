@@ -193,7 +193,8 @@ static void metrics(struct gw *gw)
                                        "requests served with a cached value", NULL);
     x->cred_rejected = al_metrics_counter(
         m, "airlock_gateway_credential_rejected_total",
-        "upstream 401 answers to requests carrying the route's credential (passed on as 502)", NULL);
+        "upstream 401 answers to requests carrying the route's credential (passed on as 502)",
+        NULL);
     x->audit_depth = al_metrics_gauge(m, "airlock_gateway_audit_queue",
                                       "use records queued, in flight or reserved", NULL);
     x->audit_undelivered = al_metrics_gauge(m, "airlock_gateway_audit_undelivered_batches",

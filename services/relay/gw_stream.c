@@ -860,7 +860,8 @@ static void on_up_head(struct rl_ureq *r, int status, const struct rl_h1_header 
     }
     int sse = is_sse(h, n);
     if (sse < 0) {
-        upstream_gone(a, AL_ERR_PROTO, "the MCP server's response names more than one Content-Type");
+        upstream_gone(a, AL_ERR_PROTO,
+                      "the MCP server's response names more than one Content-Type");
         return;
     }
     if (response_filters(a, sse) < 0) {

@@ -84,16 +84,16 @@
 #include "h1.h"
 #include "rlbuf.h"
 
-#define IN_CAP         (16 * 1024) /* read buffer; not a request cap */
-#define TLS_STAGE      (16 * 1024) /* one TLS record of plaintext */
-#define LINGER_S       2.0         /* draining after our last byte */
+#define IN_CAP    (16 * 1024) /* read buffer; not a request cap */
+#define TLS_STAGE (16 * 1024) /* one TLS record of plaintext */
+#define LINGER_S  2.0         /* draining after our last byte */
 /* Bytes drained before giving up. A client refused early (413 on its
  * Content-Length) is usually still sending the body; closing with its bytes
  * unread makes the kernel answer with a reset, which can destroy our answer
  * in the client's receive queue before it reads it. Draining is cheap and
  * LINGER_S bounds how long a connection can be held this way. */
 #define LINGER_CAP     (16 * 1024 * 1024)
-#define CHUNK_LINE_MAX 1024        /* chunk-size line with its extensions */
+#define CHUNK_LINE_MAX 1024 /* chunk-size line with its extensions */
 #define METHOD_MAX     32
 #define MAX_IOV        5
 

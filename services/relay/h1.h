@@ -179,10 +179,10 @@ int rl_h1conn_tls(const struct rl_h1conn *c);
 struct rl_listener;
 
 struct rl_listener_opts {
-    const char *addr;          /* "host:port" (port 0 = any) */
-    struct al_tls *tls;        /* borrowed; NULL = plaintext (insecure mode) */
+    const char *addr;           /* "host:port" (port 0 = any) */
+    struct al_tls *tls;         /* borrowed; NULL = plaintext (insecure mode) */
     double handshake_timeout_s; /* 0 = 10 s */
-    size_t max_conns;          /* connections in the handshake at once; 0 = 1024 */
+    size_t max_conns;           /* connections in the handshake at once; 0 = 1024 */
     /* fd and ssl (NULL for h2c) are taken by the callee; peer is "ip:port". */
     void (*on_h2)(int fd, SSL *ssl, const char *peer, void *user);
     void (*on_h1)(int fd, SSL *ssl, const char *peer, void *user);

@@ -816,7 +816,6 @@ int rl_scrub_add_as(struct rl_scrub *s, const uint8_t *v, size_t n, const char *
     return add_value(s, v, n, repl, repl_len);
 }
 
-
 size_t rl_scrub_patterns(const struct rl_scrub *s)
 {
     return s->npats;

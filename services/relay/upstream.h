@@ -81,8 +81,8 @@ int rl_addr_denied_ex(const struct sockaddr *sa, const struct rl_cidr *allow, si
                       unsigned flags);
 
 struct rl_upstream_opts {
-    const char *url;     /* "http://host[:port][/base]" or "https://..." (copied) */
-    const char *ca_file; /* https: CA bundle; NULL = the system store */
+    const char *url;             /* "http://host[:port][/base]" or "https://..." (copied) */
+    const char *ca_file;         /* https: CA bundle; NULL = the system store */
     const struct rl_cidr *allow; /* copied */
     size_t nallow;
     struct al_resolver *resolver; /* borrowed; must outlive the upstream (NULL with addrs) */

@@ -192,7 +192,7 @@ static void first_release_hash(uint8_t out[CS_HASH_LEN])
     EVP_MD_CTX *c = EVP_MD_CTX_new();
 
     enc_str(b, &n, "airlock/v1/audit-record");
-    enc_i64(b, &n, 1); /* seq */
+    enc_i64(b, &n, 1);  /* seq */
     enc_i64(b, &n, T0); /* time_ms */
     enc_i64(b, &n, AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_USE);
     enc_i64(b, &n, AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_DENY);

@@ -733,8 +733,7 @@ int main(void)
     s = CU_add_suite("egress control messages and connections", setup, teardown);
     CU_add_test(s, "JobOpen: CA when intercepting, errors for bad input", test_open);
     CU_add_test(s, "JobListen, JobGrant, JobClose", test_listen_grant_close);
-    CU_add_test(s, "JobCredentials: fresh values replace the ones in use",
-                test_credentials);
+    CU_add_test(s, "JobCredentials: fresh values replace the ones in use", test_credentials);
     CU_add_test(s, "CONNECT refusals and an intercepted request", test_connect_denials);
     CU_add_test(s, "audit queue full: 503, drops counted", test_audit_queue_full);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -163,8 +163,8 @@ static void up_answer(struct up_conn *c)
                      "Content-Length: %zu\r\n\r\n",
                      up.mode == UP_401 ? "401 Unauthorized" : "200 OK",
                      up.mode == UP_TWO_TYPES ? "Content-Type: text/event-stream\r\n"
-                     : up.mode == UP_401     ? "WWW-Authenticate: Bearer resource_metadata=\"x\"\r\n"
-                                             : "",
+                     : up.mode == UP_401 ? "WWW-Authenticate: Bearer resource_metadata=\"x\"\r\n"
+                                         : "",
                      strlen(up.reply));
         up_write(c, head, (size_t)n);
         up_write(c, up.reply, strlen(up.reply));
