@@ -372,6 +372,29 @@ static int parts_alloc(struct open_parts *p, size_t nc, size_t nd, size_t ncred)
                : AL_ERR_NOMEM;
 }
 
+/* The message entry of credential x (borrowed pointers, the value
+ * included), usable until min(credstore's expiry, grant g's). JobOpen and
+ * JobCredentials. */
+static void fill_cred(Airlock__Internal__EgressCredential *e, struct ej_cred *x,
+                      const struct ej_grant *g)
+{
+    airlock__internal__egress_credential__init(e);
+    e->credential = (char *)x->name;
+    e->placeholder = x->ph;
+    e->destinations = x->dests;
+    e->n_destinations = x->n_dests;
+    e->version = x->version;
+    e->type = x->type;
+    e->header = x->header ? x->header : "";
+    e->format = x->format ? x->format : "";
+    e->allow_plain_http = x->allow_plain_http;
+    e->value.data = x->value;
+    e->value.len = x->value_len;
+    e->expires_unix_ms = g && g->expires_ms < x->expires_ms ? g->expires_ms : x->expires_ms;
+    e->credstore_expires_unix_ms = x->expires_ms;
+    e->grant_id = g ? g->g->grant_id : "";
+}
+
 static void send_open(struct ex_ejob *j)
 {
     const struct ex_config *c = &j->ex->cfg;
@@ -410,21 +433,7 @@ static void send_open(struct ex_ejob *j)
     for (size_t i = 0; i < j->n_creds; i++) {
         struct ej_cred *x = &j->creds[i];
         Airlock__Internal__EgressCredential *e = &p.cred[i];
-        airlock__internal__egress_credential__init(e);
-        e->credential = (char *)x->name;
-        e->placeholder = x->ph;
-        e->destinations = x->dests;
-        e->n_destinations = x->n_dests;
-        e->version = x->version;
-        e->type = x->type;
-        e->header = x->header ? x->header : "";
-        e->format = x->format ? x->format : "";
-        e->allow_plain_http = x->allow_plain_http;
-        e->value.data = x->value;
-        e->value.len = x->value_len;
-        e->expires_unix_ms = g && g->expires_ms < x->expires_ms ? g->expires_ms : x->expires_ms;
-        e->credstore_expires_unix_ms = x->expires_ms;
-        e->grant_id = g ? g->g->grant_id : "";
+        fill_cred(e, x, g);
         p.credp[i] = e;
     }
     lim.max_connections = c->egress_max_connections;
@@ -736,21 +745,7 @@ static void refresh_send(struct ex_ejob *j)
         struct ej_cred *x = &j->creds[i];
         if (x->refresh_denied || x->refresh_failed || !x->value)
             continue;
-        airlock__internal__egress_credential__init(&e[n]);
-        e[n].credential = (char *)x->name;
-        e[n].placeholder = x->ph;
-        e[n].destinations = x->dests;
-        e[n].n_destinations = x->n_dests;
-        e[n].version = x->version;
-        e[n].type = x->type;
-        e[n].header = x->header ? x->header : "";
-        e[n].format = x->format ? x->format : "";
-        e[n].allow_plain_http = x->allow_plain_http;
-        e[n].value.data = x->value;
-        e[n].value.len = x->value_len;
-        e[n].expires_unix_ms = g && g->expires_ms < x->expires_ms ? g->expires_ms : x->expires_ms;
-        e[n].credstore_expires_unix_ms = x->expires_ms;
-        e[n].grant_id = g ? g->g->grant_id : "";
+        fill_cred(&e[n], x, g);
         ep[n] = &e[n];
         n++;
     }
