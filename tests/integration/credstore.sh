@@ -88,15 +88,5 @@ done
 
 # Every server started (including the ones killed with -9 and the ones that refused to
 # start) must be free of sanitizer reports.
-bad=""
-for f in "$T_DIR"/*.err; do
-  if grep -qE "$SRV_SANITIZER_RE" "$f"; then
-    bad+="$(basename "$f"): $(grep -m1 -E "$SRV_SANITIZER_RE" "$f") "
-  fi
-done
-if [[ -n $bad ]]; then
-  t_fail credstore-sanitizers "$bad"
-else
-  t_pass credstore-sanitizers
-fi
+logs_sanitizer_check credstore
 ((T_FAILED == 0))

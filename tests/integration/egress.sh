@@ -121,16 +121,5 @@ fi
 
 # Every server started (the executor's proxy writes to the executor's stderr) must
 # be free of sanitizer reports.
-bad=""
-for f in "$T_DIR"/*.err; do
-  [[ $f == "$T_DIR/python.err" ]] && continue
-  if grep -qE "$SRV_SANITIZER_RE" "$f"; then
-    bad+="$(basename "$f"): $(grep -m1 -E "$SRV_SANITIZER_RE" "$f") "
-  fi
-done
-if [[ -n $bad ]]; then
-  t_fail egress-sanitizers "$bad"
-else
-  t_pass egress-sanitizers
-fi
+logs_sanitizer_check egress
 ((T_FAILED == 0))

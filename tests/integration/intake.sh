@@ -86,16 +86,5 @@ fi
 
 # Every server started (including the ones killed with -9) must be free of sanitizer
 # reports, and no log may hold an API key secret.
-bad=""
-for f in "$T_DIR"/*.err; do
-  [[ $f == "$T_DIR/python.err" ]] && continue
-  if grep -qE "$SRV_SANITIZER_RE" "$f"; then
-    bad+="$(basename "$f"): $(grep -m1 -E "$SRV_SANITIZER_RE" "$f") "
-  fi
-done
-if [[ -n $bad ]]; then
-  t_fail intake-sanitizers "$bad"
-else
-  t_pass intake-sanitizers
-fi
+logs_sanitizer_check intake
 ((T_FAILED == 0))

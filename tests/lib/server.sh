@@ -163,3 +163,21 @@ srv_dump_logs() {
     tail -n 40 "${!err}" 2>/dev/null
   done
 }
+
+# logs_sanitizer_check NAME: one check, NAME-sanitizers, over every server log
+# ($T_DIR/*.err except the Python driver's own python.err): it fails naming
+# each log that holds a sanitizer report and the report's first line.
+logs_sanitizer_check() {
+  local f bad=""
+  for f in "$T_DIR"/*.err; do
+    [[ -e $f && $f != "$T_DIR/python.err" ]] || continue
+    if grep -qE "$SRV_SANITIZER_RE" "$f"; then
+      bad+="$(basename "$f"): $(grep -m1 -E "$SRV_SANITIZER_RE" "$f") "
+    fi
+  done
+  if [[ -n $bad ]]; then
+    t_fail "$1-sanitizers" "$bad"
+  else
+    t_pass "$1-sanitizers"
+  fi
+}
