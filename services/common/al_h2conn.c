@@ -16,7 +16,16 @@
  * without blocking. So everything the upper layer produces in one loop turn
  * (say, the answers to every call of a group commit) leaves in one
  * SSL_write/write per connection instead of one or two per call.
+ *
+ * TLS records: once the handshake is done, the connection's write BIO is a
+ * buffer of its own (wb) instead of the socket, and wb_flush() writes what
+ * one SSL_write produced with one send(). OpenSSL cuts an SSL_write of 64 KiB
+ * into four records, which the socket BIO would write with four syscalls;
+ * on loopback and in VMs the syscall and the per-packet path cost about as
+ * much as the encryption. wb holds ciphertext only and is freed whenever it
+ * drains, so an idle connection keeps no buffer.
  */
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -41,16 +50,21 @@
  * epoll, so a read pass that stops with some left re-arms itself (more_r),
  * and so does a connection opened with bytes already buffered. */
 #define TLS_READ_BUF (64 * 1024)
+/* wb: an SSL_write past this much unsent ciphertext waits for the socket */
+#define WB_HIGH    (256 * 1024)
+#define IDLE_REL_S 1.0         /* OpenSSL's buffers are freed after this long idle */
+#define WB_BATCH   (64 * 1024) /* send once this much is gathered */
 
 enum conn_state { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
 
 struct al_h2conn {
     struct ev_loop *loop;
     ev_io io;
-    ev_timer timer;  /* handshake deadline, then keepalive pings */
-    ev_timer reaper; /* zero-delay timer that frees a dead connection */
-    ev_timer more_r; /* zero-delay timer: TLS records left in OpenSSL's read buffer */
-    ev_idle flush_w; /* a deferred al_h2conn_flush(): sends in the next loop turn */
+    ev_timer timer;    /* handshake deadline, then keepalive pings */
+    ev_timer reaper;   /* zero-delay timer that frees a dead connection */
+    ev_timer more_r;   /* zero-delay timer: TLS records left in OpenSSL's read buffer */
+    ev_idle flush_w;   /* a deferred al_h2conn_flush(): sends in the next loop turn */
+    ev_timer idle_rel; /* frees OpenSSL's buffers once the connection is idle */
     int fd;
     SSL *ssl;
     enum conn_state state;
@@ -60,8 +74,12 @@ struct al_h2conn {
     nghttp2_session *ngh;
     uint8_t *out;
     size_t out_len, out_off, out_cap;
-    int in_recv; /* inside mem_recv: defer sends */
-    int in_send; /* inside mem_send: nghttp2 is not reentrant */
+    uint8_t *wb; /* TLS records not yet sent (ciphertext) */
+    size_t wb_len, wb_off, wb_cap;
+    int wb_err;   /* the socket failed: every later write fails with this */
+    int rd_short; /* OpenSSL's last read(2) returned less than it asked for */
+    int in_recv;  /* inside mem_recv: defer sends */
+    int in_send;  /* inside mem_send: nghttp2 is not reentrant */
     int close_err;
     int closed_notified;
     int ping_outstanding;
@@ -79,6 +97,8 @@ static void conn_reaper_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_flush_cb(struct ev_loop *loop, ev_idle *w, int revents);
 static void conn_send(struct al_h2conn *c);
 static void send_loop(struct al_h2conn *c);
+static void tls_attach(struct al_h2conn *c);
+static void conn_idle_rel_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static void set_events(struct al_h2conn *c, int events)
 {
@@ -99,6 +119,7 @@ static void conn_destroy(struct al_h2conn *c)
     ev_timer_stop(c->loop, &c->timer);
     ev_timer_stop(c->loop, &c->reaper);
     ev_timer_stop(c->loop, &c->more_r);
+    ev_timer_stop(c->loop, &c->idle_rel);
     ev_idle_stop(c->loop, &c->flush_w);
     nghttp2_session_del(c->ngh);
     c->ngh = NULL;
@@ -111,6 +132,7 @@ static void conn_destroy(struct al_h2conn *c)
     if (c->out)
         explicit_bzero(c->out, c->out_cap);
     free(c->out);
+    free(c->wb);
     free(c);
 }
 
@@ -123,6 +145,7 @@ void al_h2conn_close(struct al_h2conn *c, int err)
     ev_io_stop(c->loop, &c->io);
     ev_timer_stop(c->loop, &c->timer);
     ev_timer_stop(c->loop, &c->more_r);
+    ev_timer_stop(c->loop, &c->idle_rel);
     ev_idle_stop(c->loop, &c->flush_w);
     ev_timer_set(&c->reaper, 0., 0.);
     ev_timer_start(c->loop, &c->reaper);
@@ -195,6 +218,8 @@ static int session_start(struct al_h2conn *c)
 static void conn_opened(struct al_h2conn *c)
 {
     c->state = ST_OPEN;
+    if (c->ssl)
+        tls_attach(c);
     c->last_activity = ev_now(c->loop);
     ev_timer_stop(c->loop, &c->timer);
     if (c->o.ping_interval_s > 0) {
@@ -265,6 +290,167 @@ static void do_handshake(struct al_h2conn *c)
         AL_LOG_WARN("conn.tls", "conn=%llu peer=%s reason=\"handshake failed: %s\"",
                     (unsigned long long)c->id, c->peer_addr, err);
         al_h2conn_close(c, AL_ERR_TLS);
+    }
+}
+
+/* Sends what wb holds. Returns 0 (drained; the buffer is freed),
+ * AL_ERR_AGAIN (the socket is full) or a negative error. */
+static int wb_flush(struct al_h2conn *c)
+{
+    if (c->wb_err)
+        return c->wb_err;
+    while (c->wb_off < c->wb_len) {
+        ssize_t w = send(c->fd, c->wb + c->wb_off, c->wb_len - c->wb_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return AL_ERR_AGAIN;
+            c->wb_err = -errno;
+            return c->wb_err;
+        }
+        c->wb_off += (size_t)w;
+    }
+    free(c->wb);
+    c->wb = NULL;
+    c->wb_len = c->wb_off = c->wb_cap = 0;
+    return 0;
+}
+
+static int wb_bio_write(BIO *b, const char *d, int n)
+{
+    struct al_h2conn *c = BIO_get_data(b);
+    size_t need;
+
+    BIO_clear_retry_flags(b);
+    if (n <= 0)
+        return 0;
+    if (c->wb_len - c->wb_off >= WB_HIGH) {
+        int rc = wb_flush(c);
+        if (rc == AL_ERR_AGAIN) {
+            BIO_set_retry_write(b);
+            return -1;
+        }
+    }
+    if (c->wb_err) {
+        errno = -c->wb_err;
+        return -1;
+    }
+    need = c->wb_len + (size_t)n;
+    if (need > c->wb_cap && c->wb_off) { /* move the unsent part down */
+        memmove(c->wb, c->wb + c->wb_off, c->wb_len - c->wb_off);
+        c->wb_len -= c->wb_off;
+        c->wb_off = 0;
+        need = c->wb_len + (size_t)n;
+    }
+    if (need > c->wb_cap) {
+        size_t cap = c->wb_cap ? c->wb_cap : 80 * 1024;
+        uint8_t *p;
+        while (cap < need)
+            cap *= 2;
+        p = realloc(c->wb, cap);
+        if (!p) {
+            errno = ENOMEM;
+            return -1;
+        }
+        c->wb = p;
+        c->wb_cap = cap;
+    }
+    memcpy(c->wb + c->wb_len, d, (size_t)n);
+    c->wb_len += (size_t)n;
+    return n;
+}
+
+static long wb_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    struct al_h2conn *c = BIO_get_data(b);
+    (void)num;
+    (void)ptr;
+
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: { /* OpenSSL flushes after handshake messages */
+        int rc = wb_flush(c);
+        BIO_clear_retry_flags(b);
+        if (rc == AL_ERR_AGAIN)
+            BIO_set_retry_write(b);
+        return rc == 0 ? 1 : -1;
+    }
+    case BIO_CTRL_WPENDING:
+        return (long)(c->wb_len - c->wb_off);
+    case BIO_CTRL_PENDING:
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int wb_bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *wb_method;
+
+static void wb_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "al_h2conn_wb");
+
+    if (m && (!BIO_meth_set_write(m, wb_bio_write) || !BIO_meth_set_ctrl(m, wb_bio_ctrl) ||
+              !BIO_meth_set_create(m, wb_bio_create))) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    wb_method = m;
+}
+
+/* Puts wb in place of the socket as the SSL's write BIO (reads stay on the
+ * socket). Without it (out of memory) the connection works unbuffered. */
+static void wb_attach(struct al_h2conn *c)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    BIO *b;
+
+    pthread_once(&once, wb_method_init);
+    if (!wb_method || !(b = BIO_new(wb_method)))
+        return;
+    BIO_set_data(b, c);
+    SSL_set0_wbio(c->ssl, b); /* drops the SSL's reference to the socket BIO it wrote to */
+}
+
+static int wb_pending(const struct al_h2conn *c)
+{
+    return c->wb_off < c->wb_len;
+}
+
+/*
+ * Watches OpenSSL's reads from the socket: one that returned less than it
+ * asked for drained the socket, so once the records it brought are consumed a
+ * read pass can stop without another read(2) that would only say EAGAIN (the
+ * loop's level-triggered poll reports anything that arrives later).
+ */
+static long rd_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+                      size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        struct al_h2conn *c = (struct al_h2conn *)BIO_get_callback_arg(b);
+        c->rd_short = ret > 0 && processed && *processed < len;
+    }
+    return (long)ret;
+}
+
+/* After the handshake: wb for writes, rd_bio_cb on reads. */
+static void tls_attach(struct al_h2conn *c)
+{
+    BIO *rb = SSL_get_rbio(c->ssl);
+
+    wb_attach(c);
+    if (rb) {
+        BIO_set_callback_arg(rb, (char *)c);
+        BIO_set_callback_ex(rb, rd_bio_cb);
     }
 }
 
@@ -363,13 +549,15 @@ static void conn_send(struct al_h2conn *c)
     if (c->state != ST_OPEN)
         return;
     if (!nghttp2_session_want_read(c->ngh) && !nghttp2_session_want_write(c->ngh) &&
-        c->out_off == c->out_len)
+        c->out_off == c->out_len && !wb_pending(c))
         al_h2conn_close(c, 0);
 }
 
 static void send_loop(struct al_h2conn *c)
 {
     for (;;) {
+        int pulled = 0;
+
         while (c->out_len - c->out_off < OUT_HIGH) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(c->ngh, &data);
@@ -385,21 +573,37 @@ static void send_loop(struct al_h2conn *c)
                 al_h2conn_close(c, AL_ERR_NOMEM);
                 return;
             }
+            pulled = 1;
         }
-        if (c->out_off == c->out_len)
+        /* SSL_write returns after each record (ENABLE_PARTIAL_WRITE): let
+         * wb gather a batch of them before one send */
+        while (c->out_off < c->out_len && c->wb_len - c->wb_off < WB_BATCH) {
+            ssize_t w = conn_write(c, c->out + c->out_off, c->out_len - c->out_off);
+            if (w == AL_ERR_AGAIN) {
+                set_events(c, EV_READ | EV_WRITE);
+                return;
+            }
+            if (w < 0) {
+                al_h2conn_close(c, (int)w);
+                return;
+            }
+            /* frames are plaintext until TLS encrypts them: wipe what went out */
+            explicit_bzero(c->out + c->out_off, (size_t)w);
+            c->out_off += (size_t)w;
+        }
+        if (wb_pending(c)) { /* the records of that write, or of a read */
+            int rc = wb_flush(c);
+            if (rc == AL_ERR_AGAIN) {
+                set_events(c, EV_READ | EV_WRITE);
+                return;
+            }
+            if (rc < 0) {
+                al_h2conn_close(c, rc);
+                return;
+            }
+        }
+        if (c->out_off == c->out_len && !pulled)
             break;
-        ssize_t w = conn_write(c, c->out + c->out_off, c->out_len - c->out_off);
-        if (w == AL_ERR_AGAIN) {
-            set_events(c, EV_READ | EV_WRITE);
-            return;
-        }
-        if (w < 0) {
-            al_h2conn_close(c, (int)w);
-            return;
-        }
-        /* frames are plaintext until TLS encrypts them: wipe what went out */
-        explicit_bzero(c->out + c->out_off, (size_t)w);
-        c->out_off += (size_t)w;
     }
     set_events(c, EV_READ);
 }
@@ -435,27 +639,45 @@ static void conn_recv(struct al_h2conn *c)
                                                               : NGHTTP2_PROTOCOL_ERROR);
                 const uint8_t *data;
                 ssize_t n = nghttp2_session_mem_send(c->ngh, &data);
-                if (n > 0)
-                    (void)conn_write(c, data, (size_t)n);
+                if (n > 0 && conn_write(c, data, (size_t)n) > 0)
+                    (void)wb_flush(c);
             }
             al_h2conn_close(c, AL_ERR_PROTO);
             return;
         }
         if (c->state != ST_OPEN)
             return;
-        if (!c->ssl && (size_t)r < sizeof(buf)) {
+        if (c->ssl ? c->rd_short && !SSL_has_pending(c->ssl) : (size_t)r < sizeof(buf)) {
             drained = 1; /* the socket is drained */
             break;
         }
     }
     if (c->state != ST_OPEN)
         return;
+    if (drained && c->ssl && !ev_is_active(&c->idle_rel))
+        ev_timer_start(c->loop, &c->idle_rel);
     conn_send(c);
     /* out of rounds with whole records still buffered: read on in the next
      * loop turn (after others had theirs); a partial record (drained) waits
      * for the socket as usual */
     if (!drained && c->state == ST_OPEN && c->ssl && SSL_has_pending(c->ssl))
         ev_timer_start(c->loop, &c->more_r);
+}
+
+static void conn_idle_rel_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct al_h2conn *c = w->data;
+    ev_tstamp idle = ev_now(loop) - c->last_activity;
+    (void)revents;
+
+    if (c->state != ST_OPEN)
+        return;
+    if (idle < IDLE_REL_S) { /* busy since: look again when it could be idle */
+        ev_timer_set(w, IDLE_REL_S - idle, 0.);
+        ev_timer_start(loop, w);
+        return;
+    }
+    SSL_free_buffers(c->ssl); /* refuses (and keeps them) while they hold data */
 }
 
 static void conn_more_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -580,8 +802,14 @@ static struct al_h2conn *conn_alloc(struct ev_loop *loop, int fd, SSL *ssl,
     if (ssl) {
         SSL_set_read_ahead(ssl, 1);
         SSL_set_default_read_buffer_len(ssl, TLS_READ_BUF);
-        SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+        /* not SSL_MODE_RELEASE_BUFFERS (set on the context): it frees, and
+         * with CLEANSE_PLAINTEXT wipes, the whole read buffer each time one
+         * read drains it, a third of a busy connection's CPU; idle_rel frees
+         * both buffers once the connection has been idle for IDLE_REL_S */
+        SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
     }
+    ev_timer_init(&c->idle_rel, conn_idle_rel_cb, IDLE_REL_S, 0.);
+    c->idle_rel.data = c;
     ev_idle_init(&c->flush_w, conn_flush_cb);
     ev_set_priority(&c->flush_w, EV_MAXPRI);
     c->flush_w.data = c;

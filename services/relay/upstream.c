@@ -92,12 +92,12 @@
 
 #define OUT_MAX        (1024 * 1024) /* queued request bytes (rl_ureq_write) */
 #define REPLAY_MAX     (64 * 1024)   /* request bytes kept for one retry */
-#define READ_CHUNK     (16 * 1024)
-#define READ_ROUNDS    16   /* reads per event before yielding */
-#define MAX_FIELDS     100  /* response header fields */
-#define MAX_INTERIM    16   /* 1xx heads before the final one */
-#define MAX_CHUNK_LINE 4096 /* chunk-size line with its extensions */
-#define HOST_MAX       254  /* 253-byte name or an IPv6 literal, NUL */
+#define READ_CHUNK     (64 * 1024)   /* one read takes what a loopback segment carries */
+#define READ_ROUNDS    16            /* reads per event before yielding */
+#define MAX_FIELDS     100           /* response header fields */
+#define MAX_INTERIM    16            /* 1xx heads before the final one */
+#define MAX_CHUNK_LINE 4096          /* chunk-size line with its extensions */
+#define HOST_MAX       254           /* 253-byte name or an IPv6 literal, NUL */
 #define URL_MAX        2048
 #define METHOD_MAX     20
 #define TARGET_MAX     (16 * 1024)
