@@ -1,9 +1,14 @@
 /*
- * al_log: formats one event per line and writes it with a single write(2) so
- * lines from one process never interleave.
+ * al_log: formats one event per line and writes it with a single write(2)
+ * (or, batched, in writes of whole lines of at most PIPE_BUF bytes) so lines
+ * from one process never interleave.
  */
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -16,6 +21,84 @@
 
 int al_log_min_level = AL_LOG_INFO;
 static const char *log_svc = "airlock";
+
+#define BATCH_MAX (64 * 1024)
+static char batch[BATCH_MAX];
+static size_t batch_len;
+static atomic_int batching; /* other threads read it: see mine() */
+static pthread_t batch_thread;
+
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* nowhere to report it */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Writes the gathered lines in writes of whole lines of at most PIPE_BUF
+ * bytes (lines are shorter): a write to a pipe that size is atomic, so lines
+ * of processes sharing stderr never interleave. */
+static void batch_write(void)
+{
+    size_t off = 0;
+
+    while (off < batch_len) {
+        size_t n = batch_len - off;
+        if (n > PIPE_BUF) {
+            n = PIPE_BUF;
+            while (n > 0 && batch[off + n - 1] != '\n')
+                n--;
+            if (n == 0)
+                n = PIPE_BUF;
+        }
+        write_all(batch + off, n);
+        off += n;
+    }
+    batch_len = 0;
+}
+
+/* Is the calling thread the batching one? (batch_thread is set before
+ * batching is, and read only after it is seen set) */
+static int mine(void)
+{
+    return atomic_load_explicit(&batching, memory_order_acquire) &&
+           pthread_equal(pthread_self(), batch_thread);
+}
+
+void al_log_flush(void)
+{
+    if (batch_len && mine()) {
+        int saved = errno;
+        batch_write();
+        errno = saved;
+    }
+}
+
+void al_log_batch_forget(void)
+{
+    atomic_store_explicit(&batching, 0,
+                          memory_order_release); /* the parent's lines are the parent's to write */
+    batch_len = 0;
+}
+
+void al_log_batch_start(void)
+{
+    static int once;
+
+    if (!once) {
+        once = 1;
+        atexit(al_log_flush);
+        pthread_atfork(NULL, NULL, al_log_batch_forget);
+    }
+    batch_thread = pthread_self();
+    atomic_store_explicit(&batching, 1, memory_order_release);
+}
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -97,7 +180,16 @@ void al_log_write(int level, const char *event, const char *fmt, ...)
     if (o > sizeof(line) - 4)
         o = sizeof(line) - 4;
     line[o++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, o);
-    (void)w;
+    if (mine()) {
+        if (level >= AL_LOG_WARN || batch_len + o > sizeof(batch))
+            batch_write();
+        if (level < AL_LOG_WARN) {
+            memcpy(batch + batch_len, line, o);
+            batch_len += o;
+            errno = saved;
+            return;
+        }
+    }
+    write_all(line, o);
     errno = saved;
 }

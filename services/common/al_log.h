@@ -25,6 +25,23 @@ void al_log_write(int level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
+ * Batching, for an event-loop thread: from al_log_batch_start() on, debug and
+ * info lines of the calling thread are gathered (up to 64 KiB) and written
+ * with one write(2) by al_log_flush(), which the loop calls before it waits
+ * (al_service does), so a request's log line costs no syscall of its own and
+ * never delays its answer. A warn or error line, a line of another thread and
+ * a full buffer write what is gathered first, so lines of one thread keep
+ * their order. Flushed at exit; a forked child starts with an empty buffer
+ * and writes directly. A process killed outright loses at most the lines of
+ * the loop turn in progress.
+ */
+void al_log_batch_start(void);
+void al_log_flush(void);
+/* In a child made by a raw clone(2) (no atfork handlers run): drop the
+ * parent's gathered lines and write directly from now on. */
+void al_log_batch_forget(void);
+
+/*
  * Copies s into buf (size n) as a quoted, escaped string, cut to n-1 bytes with
  * "..." when longer. Returns buf. Safe on NULL (writes "-").
  */

@@ -333,6 +333,14 @@ void al_service_drain(struct al_service *svc)
     al_grpc_server_shutdown(svc->grpc, drained_cb, svc);
 }
 
+static void log_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    al_log_flush();
+}
+
 int al_service_run(struct al_service *svc)
 {
     int listening = svc->cfg->listen && svc->cfg->listen[0];
@@ -360,7 +368,14 @@ int al_service_run(struct al_service *svc)
     }
     AL_LOG_INFO("service.start", "grpc_port=%d ops_port=%d tls=%s", al_grpc_server_port(svc->grpc),
                 al_ops_port(svc->ops), svc->tls ? "mtls" : "off");
+    al_log_batch_start();
+    ev_prepare_init(&svc->log_w, log_flush_cb);
+    ev_set_priority(&svc->log_w, EV_MINPRI); /* after the other prepare watchers */
+    ev_prepare_start(svc->loop, &svc->log_w);
     ev_run(svc->loop, 0);
+    ev_prepare_stop(svc->loop, &svc->log_w);
+    al_log_flush();
+    al_log_batch_forget(); /* empty now: direct writes from here on */
     return 0;
 }
 

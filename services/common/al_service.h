@@ -67,6 +67,7 @@ struct al_service {
     struct al_ops *ops;
     ev_signal sig_term, sig_int, sig_hup;
     ev_timer tls_watch_w;
+    ev_prepare log_w; /* writes the loop turn's batched log lines before the loop waits */
     const char *watch_paths[AL_SERVICE_WATCH_MAX]; /* the TLS files + al_service_watch_file() */
     size_t n_watch;
     struct al_file_sig {

@@ -317,6 +317,7 @@ static int spawner_fork(struct sb_spawner *sp)
     pid_t parent = getpid();
     long pid = syscall(SYS_clone, 0L /* exit signal 0, a plain copy */, 0L, NULL, NULL, 0L);
     if (pid == 0) {
+        al_log_batch_forget(); /* a raw clone: no atfork handler ran */
         close(sv[0]);
         spawner_main(sp, parent, sv[1]);
     }
