@@ -197,6 +197,7 @@ metric() { # series -> its value on the ops port (0 when absent)
 ALLOW='airlock_credstore_resolves_total{decision="allow"}'
 DENY='airlock_credstore_resolves_total{decision="deny"}'
 HEAD=airlock_credstore_audit_head_seq
+COMMITS=airlock_credstore_audit_commit_records_count # group commits
 
 task_cpu() { # -> one "tid on-CPU-ns run-queue-wait-ns" line per server thread
   local f
@@ -224,8 +225,8 @@ run_speed() {
 # threads were runnable but waiting for a CPU: for each other, or for other
 # load on it), R_LOADCPU, R_LINE (the result line).
 run_load() {
-  local out=$TMP/load.out total=$((CALLS + WARMUP)) a0 d0 h0 a1 d1 h1
-  a0=$(metric "$ALLOW") d0=$(metric "$DENY") h0=$(metric "$HEAD")
+  local out=$TMP/load.out total=$((CALLS + WARMUP)) a0 d0 h0 a1 d1 h1 g0 g1
+  a0=$(metric "$ALLOW") d0=$(metric "$DENY") h0=$(metric "$HEAD") g0=$(metric "$COMMITS")
   task_cpu >"$TMP/cpu0"
   if ! "${LOAD_PIN[@]}" "$BIN/bench_credstore_load" --target "$ADDR" --ca "$PKI/ca.crt" \
     --cert "$PKI/${EXEC_ID/\//-}.crt" --key "$PKI/${EXEC_ID/\//-}.key" \
@@ -239,7 +240,8 @@ run_load() {
     die "Resolve load: not every call was answered OK with the stored value (above)"
   fi
   task_cpu >"$TMP/cpu1"
-  a1=$(metric "$ALLOW") d1=$(metric "$DENY") h1=$(metric "$HEAD")
+  a1=$(metric "$ALLOW") d1=$(metric "$DENY") h1=$(metric "$HEAD") g1=$(metric "$COMMITS")
+  R_BATCH=$(awk -v r=$((h1 - h0)) -v g=$((g1 - g0)) 'BEGIN { printf "%.1f", (g > 0 ? r / g : 0) }')
   ((a1 - a0 == total)) || die "$ALLOW grew by $((a1 - a0)), expected $total"
   ((d1 == d0)) || die "$DENY grew by $((d1 - d0)): some Resolve calls were denied"
   # Distinct audit_seq per call (checked by the load generator), all of them in one
@@ -293,7 +295,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   MIN_CPU=$(awk -v a="$R_CPU" -v b="$MIN_CPU" 'BEGIN { print (a < b ? a : b) }')
   log "round $r: resolves/s $(printf %.0f "$R_RPS") (p50 $R_P50 ms, p99 $R_P99 ms)," \
     "ed25519 verify/s $(printf %.0f "$R_VERIFY"), server ${R_CPU} us CPU/resolve on $R_THREADS" \
-    "thread(s), waited ${R_WAIT} ms for its CPU ($((SECONDS - START))s)"
+    "thread(s), waited ${R_WAIT} ms for its CPU, $R_BATCH records per group commit" \
+    "($((SECONDS - START))s)"
 done
 log ""
 
