@@ -10,10 +10,9 @@
  *
  * Write batching: frames queued while a read is being processed go out once
  * the read is done. al_h2conn_flush() from anywhere else (a timer, an async
- * answer, another connection's event) does not write at once: it starts an
- * idle watcher at the highest priority, which runs in the next loop turn,
- * before any other event of that turn, and while it is active the loop polls
- * without blocking. So everything the upper layer produces in one loop turn
+ * answer, another connection's event) does not write at once: it puts the
+ * connection on its loop's flusher list, which is sent just before the loop
+ * waits again (see struct flusher). So everything the upper layer produces in one loop turn
  * (say, the answers to every call of a group commit) leaves in one
  * SSL_write/write per connection instead of one or two per call.
  *
@@ -60,11 +59,12 @@ enum conn_state { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
 struct al_h2conn {
     struct ev_loop *loop;
     ev_io io;
-    ev_timer timer;    /* handshake deadline, then keepalive pings */
-    ev_timer reaper;   /* zero-delay timer that frees a dead connection */
-    ev_timer more_r;   /* zero-delay timer: TLS records left in OpenSSL's read buffer */
-    ev_idle flush_w;   /* a deferred al_h2conn_flush(): sends in the next loop turn */
-    ev_timer idle_rel; /* frees OpenSSL's buffers once the connection is idle */
+    ev_timer timer;     /* handshake deadline, then keepalive pings */
+    ev_timer reaper;    /* zero-delay timer that frees a dead connection */
+    ev_timer more_r;    /* zero-delay timer: TLS records left in OpenSSL's read buffer */
+    struct flusher *fl; /* this loop's: sends what al_h2conn_flush() asked for */
+    struct al_h2conn *fl_next, **fl_pprev; /* on fl's list while fl_pprev != NULL */
+    ev_timer idle_rel;                     /* frees OpenSSL's buffers once the connection is idle */
     int fd;
     SSL *ssl;
     enum conn_state state;
@@ -94,11 +94,94 @@ static uint64_t next_conn_id = 1;
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_reaper_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void conn_flush_cb(struct ev_loop *loop, ev_idle *w, int revents);
 static void conn_send(struct al_h2conn *c);
 static void send_loop(struct al_h2conn *c);
 static void tls_attach(struct al_h2conn *c);
 static void conn_idle_rel_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/*
+ * Deferred sends: al_h2conn_flush() puts the connection on its loop's
+ * flusher list, and the flusher's prepare watcher (lowest priority, so after
+ * every other prepare watcher, which may still ask for sends) sends for each
+ * just before the loop next waits: after every event of the loop turn, so
+ * what they all produced leaves in one write per connection, and with no
+ * extra poll (an idle watcher would make the loop poll once more without
+ * blocking first). One flusher per loop and thread, counted by the
+ * connections using it; unref'd, so it never keeps a loop running.
+ */
+struct flusher {
+    struct ev_loop *loop;
+    ev_prepare w;
+    struct al_h2conn *head;
+    int refs;
+    struct flusher *next;
+};
+
+static __thread struct flusher *flushers;
+
+static void fl_remove(struct al_h2conn *c)
+{
+    if (!c->fl_pprev)
+        return;
+    *c->fl_pprev = c->fl_next;
+    if (c->fl_next)
+        c->fl_next->fl_pprev = c->fl_pprev;
+    c->fl_next = NULL;
+    c->fl_pprev = NULL;
+}
+
+static void flusher_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct flusher *f = w->data;
+    struct al_h2conn *c;
+    (void)loop;
+    (void)revents;
+
+    while ((c = f->head) != NULL) { /* a send may ask for others */
+        fl_remove(c);
+        conn_send(c);
+    }
+}
+
+static struct flusher *flusher_get(struct ev_loop *loop)
+{
+    struct flusher *f;
+
+    for (f = flushers; f; f = f->next) {
+        if (f->loop == loop) {
+            f->refs++;
+            return f;
+        }
+    }
+    f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    f->loop = loop;
+    f->refs = 1;
+    ev_prepare_init(&f->w, flusher_cb);
+    ev_set_priority(&f->w, EV_MINPRI);
+    f->w.data = f;
+    ev_prepare_start(loop, &f->w);
+    ev_unref(loop); /* the watcher alone does not keep ev_run() going */
+    f->next = flushers;
+    flushers = f;
+    return f;
+}
+
+static void flusher_put(struct flusher *f)
+{
+    struct flusher **pp;
+
+    if (!f || --f->refs > 0)
+        return;
+    for (pp = &flushers; *pp && *pp != f; pp = &(*pp)->next)
+        ;
+    if (*pp)
+        *pp = f->next;
+    ev_ref(f->loop);
+    ev_prepare_stop(f->loop, &f->w);
+    free(f);
+}
 
 static void set_events(struct al_h2conn *c, int events)
 {
@@ -120,7 +203,8 @@ static void conn_destroy(struct al_h2conn *c)
     ev_timer_stop(c->loop, &c->reaper);
     ev_timer_stop(c->loop, &c->more_r);
     ev_timer_stop(c->loop, &c->idle_rel);
-    ev_idle_stop(c->loop, &c->flush_w);
+    fl_remove(c);
+    flusher_put(c->fl);
     nghttp2_session_del(c->ngh);
     c->ngh = NULL;
     if (c->ssl) {
@@ -146,7 +230,7 @@ void al_h2conn_close(struct al_h2conn *c, int err)
     ev_timer_stop(c->loop, &c->timer);
     ev_timer_stop(c->loop, &c->more_r);
     ev_timer_stop(c->loop, &c->idle_rel);
-    ev_idle_stop(c->loop, &c->flush_w);
+    fl_remove(c);
     ev_timer_set(&c->reaper, 0., 0.);
     ev_timer_start(c->loop, &c->reaper);
 }
@@ -542,7 +626,7 @@ static void conn_send(struct al_h2conn *c)
 {
     if (c->state != ST_OPEN || c->in_recv || c->in_send)
         return;
-    ev_idle_stop(c->loop, &c->flush_w); /* what it would send goes now */
+    fl_remove(c); /* what it would send goes now */
     c->in_send = 1;
     send_loop(c);
     c->in_send = 0;
@@ -810,9 +894,11 @@ static struct al_h2conn *conn_alloc(struct ev_loop *loop, int fd, SSL *ssl,
     }
     ev_timer_init(&c->idle_rel, conn_idle_rel_cb, IDLE_REL_S, 0.);
     c->idle_rel.data = c;
-    ev_idle_init(&c->flush_w, conn_flush_cb);
-    ev_set_priority(&c->flush_w, EV_MAXPRI);
-    c->flush_w.data = c;
+    c->fl = flusher_get(loop);
+    if (!c->fl) {
+        free(c);
+        return NULL;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return c;
@@ -912,20 +998,16 @@ nghttp2_session *al_h2conn_session(struct al_h2conn *c)
     return c->ngh;
 }
 
-static void conn_flush_cb(struct ev_loop *loop, ev_idle *w, int revents)
-{
-    (void)revents;
-    ev_idle_stop(loop, w);
-    conn_send(w->data);
-}
-
 void al_h2conn_flush(struct al_h2conn *c)
 {
     /* inside a receive or a send, the running conn_recv/send_loop sends it */
-    if (c->state != ST_OPEN || c->in_recv || c->in_send)
+    if (c->state != ST_OPEN || c->in_recv || c->in_send || c->fl_pprev)
         return;
-    if (!ev_is_active(&c->flush_w))
-        ev_idle_start(c->loop, &c->flush_w);
+    c->fl_next = c->fl->head;
+    if (c->fl_next)
+        c->fl_next->fl_pprev = &c->fl_next;
+    c->fl->head = c;
+    c->fl_pprev = &c->fl->head;
 }
 
 void al_h2conn_flush_now(struct al_h2conn *c)

@@ -83,12 +83,12 @@ nghttp2_session *al_h2conn_session(struct al_h2conn *c);
 
 /* Sends everything nghttp2 has queued, batched: inside a receive it only
  * marks the connection and the send happens when the read is processed;
- * anywhere else it happens in the next loop turn, before that turn's other
- * events (the loop does not block meanwhile), so the frames of every call
- * answered in one loop turn leave in one write. Safe from any callback. */
+ * anywhere else it happens once the loop turn's events are processed, just
+ * before the loop waits again (a prepare watcher), so the frames of every
+ * call answered in one loop turn leave in one write. Safe from any callback. */
 void al_h2conn_flush(struct al_h2conn *c);
 
-/* Sends what is queued now rather than in the next loop turn, for a caller
+/* Sends what is queued now rather than at the end of the loop turn, for a caller
  * that has just answered a group of calls (say, from another connection's
  * callback) and wants them out before that turn. Inside this connection's
  * own receive or send it does what al_h2conn_flush() does. */
