@@ -106,18 +106,17 @@ static void conn_idle_rel_cb(struct ev_loop *loop, ev_timer *w, int revents);
  * just before the loop next waits: after every event of the loop turn, so
  * what they all produced leaves in one write per connection, and with no
  * extra poll (an idle watcher would make the loop poll once more without
- * blocking first). One flusher per loop and thread, counted by the
- * connections using it; unref'd, so it never keeps a loop running.
+ * blocking first). One flusher per loop, kept as the loop's ev_userdata
+ * (al_h2conn owns it), counted by the connections using it; unref'd, so it
+ * never keeps a loop running. A loop destroyed with connections still on it
+ * takes its flusher pointer along: a later loop never finds a stale one.
  */
 struct flusher {
     struct ev_loop *loop;
     ev_prepare w;
     struct al_h2conn *head;
     int refs;
-    struct flusher *next;
 };
-
-static __thread struct flusher *flushers;
 
 static void fl_remove(struct al_h2conn *c)
 {
@@ -145,13 +144,11 @@ static void flusher_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 static struct flusher *flusher_get(struct ev_loop *loop)
 {
-    struct flusher *f;
+    struct flusher *f = ev_userdata(loop);
 
-    for (f = flushers; f; f = f->next) {
-        if (f->loop == loop) {
-            f->refs++;
-            return f;
-        }
+    if (f) {
+        f->refs++;
+        return f;
     }
     f = calloc(1, sizeof(*f));
     if (!f)
@@ -163,21 +160,15 @@ static struct flusher *flusher_get(struct ev_loop *loop)
     f->w.data = f;
     ev_prepare_start(loop, &f->w);
     ev_unref(loop); /* the watcher alone does not keep ev_run() going */
-    f->next = flushers;
-    flushers = f;
+    ev_set_userdata(loop, f);
     return f;
 }
 
 static void flusher_put(struct flusher *f)
 {
-    struct flusher **pp;
-
     if (!f || --f->refs > 0)
         return;
-    for (pp = &flushers; *pp && *pp != f; pp = &(*pp)->next)
-        ;
-    if (*pp)
-        *pp = f->next;
+    ev_set_userdata(f->loop, NULL);
     ev_ref(f->loop);
     ev_prepare_stop(f->loop, &f->w);
     free(f);

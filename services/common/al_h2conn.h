@@ -15,6 +15,9 @@
  * end) or al_h2conn_close() -> on_close (upper layer drops its state) -> freed
  * by the loop. The connection is never freed inside a call the upper layer
  * made; it is freed from the loop once on_close has run.
+ *
+ * A loop with connections has its ev_userdata taken by al_h2conn (the loop's
+ * send flusher): nothing else may set it on such a loop.
  */
 #ifndef AL_H2CONN_H
 #define AL_H2CONN_H
