@@ -82,8 +82,8 @@ void al_log_flush(void)
 
 void al_log_batch_forget(void)
 {
-    atomic_store_explicit(&batching, 0,
-                          memory_order_release); /* the parent's lines are the parent's to write */
+    /* the parent's lines are the parent's to write */
+    atomic_store_explicit(&batching, 0, memory_order_release);
     batch_len = 0;
 }
 
