@@ -691,12 +691,13 @@ static int cb_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 }
 
 /* A request HEADERS that nghttp2 will never send (GOAWAY received, session
- * closing): the stream was never opened, so no close callback follows. */
+ * closing). The stream may or may not have been opened: nghttp2 opens it
+ * before its last check, and then closes it (close callback) after this one,
+ * so whatever is freed here leaves the stream's user data first. */
 static int cb_not_send(nghttp2_session *ss, const nghttp2_frame *f, int lib_error, void *ud)
 {
     struct rt_conn *c = ud;
     int32_t sid = f->hd.stream_id;
-    (void)ss;
     (void)lib_error;
 
     if (!c || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
@@ -708,6 +709,10 @@ static int cb_not_send(nghttp2_session *ss, const nghttp2_frame *f, int lib_erro
     }
     for (struct rt_ack *a = c->acks; a; a = a->next) {
         if (a->sid == sid) {
+            /* nghttp2 may have opened the stream already (a GOAWAY arrived
+             * between submit and send) and closes it after this callback:
+             * its close callback must not find the freed Ack */
+            nghttp2_session_set_stream_user_data(ss, sid, NULL);
             ack_free(a);
             return 0;
         }

@@ -21,7 +21,8 @@
 #             gateway drained by SIGTERM (its stream finishes) and one killed
 #             mid-stream (tests/interop/mcp/tunnel_test.mjs)
 #   here      relay keys ls shows no secret; a gateway identity not allowed for
-#             a tunnel is refused; tunnel status; relay restart (gateways
+#             a tunnel is refused; a gateway's control message and GOAWAY read
+#             at once (tests/integration/fake_gateway.py); tunnel status; relay restart (gateways
 #             reconnect, the next request succeeds); every use in credstore's
 #             audit chain with tool names and without arguments, chain
 #             verified; no secret in any log; services exit cleanly and
@@ -342,6 +343,23 @@ check_rogue() {
   echo "rogue: lab accepted, corp refused"
 }
 t_result gateway-identity-not-allowed-refused check_rogue
+
+# ---- a gateway's control message and its GOAWAY in one read ----
+# The relay queues an Ack for the message, then learns it may not open a
+# stream: nghttp2 drops the Ack's request (not-sent callback) and closes the
+# stream it opened for it. Once a use-after-free (tests/integration/
+# fake_gateway.py plays the gateway, with the rogue identity on tunnel lab).
+check_goaway_race() {
+  local c out
+  for c in hb-goaway-one-read hb-then-goaway; do
+    out=$(timeout 60 python3 "$HERE/fake_gateway.py" --port "$TP" --ca "$PKI/ca.crt"       --cert "$PKI/gateway-rogue.crt" --key "$PKI/gateway-rogue.key" --tunnel lab --server wiki       "$c" 2>&1) || { echo "fake gateway ($c): $(tail -n 1 <<<"$out")"; return 1; }
+    kill -0 "$relay_PID" 2>/dev/null || { echo "the relay died ($c): $(srv_sanitizer_free relay)"; return 1; }
+    curl -sf --max-time 5 "http://127.0.0.1:$OP/readyz" >/dev/null ||
+      { echo "the relay stopped answering /readyz after $c"; return 1; }
+  done
+  echo "$(tail -n 1 <<<"$out"); the relay lives on"
+}
+t_result relay-survives-control-message-and-goaway-in-one-read check_goaway_race
 
 # ---- interop: both SDK majors, HTTP/1.1 and HTTP/2 ----
 run_node() { # LOG SCRIPT ENV...
