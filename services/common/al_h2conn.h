@@ -60,7 +60,10 @@ struct al_h2conn_opts {
     /* TLS done and session created: the upper layer may now open streams. */
     void (*on_ready)(struct al_h2conn *c, void *user);
     /* The connection is closing; drop every reference to it and its streams.
-     * `err` is 0 for an orderly close, else a negative AL_ERR_* / -errno. */
+     * `err` is 0 for an orderly close, else a negative AL_ERR_* / -errno.
+     * The last call for this connection: no nghttp2 callback runs after it
+     * (the session is deleted right after it returns, without callbacks), so
+     * stream user data it frees need not be cleared from the session. */
     void (*on_close)(struct al_h2conn *c, int err, void *user);
     void *user;
 };
