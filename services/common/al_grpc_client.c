@@ -58,6 +58,7 @@ struct al_grpc_ccall {
     struct al_grpc_ccall_cbs cbs;
     void *user;
     int done, cancelled;
+    int in_done; /* inside on_done: a cancel there only marks the call */
 };
 
 struct al_grpc_channel {
@@ -72,6 +73,7 @@ struct al_grpc_channel {
     struct al_resolver *resolver; /* names: resolved on each (re)connect */
     struct al_resolve_req *resolving;
     struct al_h2conn *conn;
+    int conn_was_ready; /* conn got to on_ready (calls waiting at its close redial) */
     struct al_grpc_ccall *calls;
     nghttp2_session_callbacks *cbs;
 };
@@ -109,8 +111,11 @@ static void ccall_done(struct al_grpc_ccall *cc, int status, const char *msg)
         return;
     cc->done = 1;
     ev_timer_stop(cc->ch->loop, &cc->deadline);
-    if (cc->cbs.on_done)
+    if (cc->cbs.on_done) {
+        cc->in_done = 1;
         cc->cbs.on_done(cc, status, msg ? msg : "", cc->user);
+        cc->in_done = 0;
+    }
 }
 
 static int http_to_grpc(int http)
@@ -329,7 +334,10 @@ static void add_nv(nghttp2_nv *nv, size_t *n, const char *name, const char *valu
     (*n)++;
 }
 
-static void ccall_submit(struct al_grpc_ccall *cc)
+/* Queues the request on the ready connection. Returns 0 or the nghttp2 error
+ * (nothing called back, nothing freed: the caller decides). Out of stream
+ * ids, the connection is closed so that the channel dials a new one. */
+static int ccall_submit(struct al_grpc_ccall *cc)
 {
     struct al_grpc_channel *ch = cc->ch;
     nghttp2_session *ss = al_h2conn_session(ch->conn);
@@ -351,11 +359,14 @@ static void ccall_submit(struct al_grpc_ccall *cc)
         nv[n++] = cc->md[i];
     int32_t sid = nghttp2_submit_request(ss, NULL, nv, n, &prd, cc);
     if (sid < 0) {
-        ccall_done(cc, AL_GRPC_UNAVAILABLE, nghttp2_strerror(sid));
-        ccall_free(cc);
-        return;
+        AL_LOG_WARN("grpc.client", "target=%s path=%s reason=\"%s\"", ch->target, cc->path,
+                    nghttp2_strerror(sid));
+        if (sid == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
+            al_h2conn_close(ch->conn, AL_ERR_CLOSED);
+        return sid;
     }
     cc->stream_id = sid;
+    return 0;
 }
 
 static void ch_on_ready(struct al_h2conn *c, void *user)
@@ -370,11 +381,25 @@ static void ch_on_ready(struct al_h2conn *c, void *user)
         al_h2conn_close(c, AL_ERR_AUTH);
         return;
     }
-    struct al_grpc_ccall *cc = ch->calls, *next;
-    for (; cc; cc = next) {
-        next = cc->next;
-        if (!cc->stream_id && !cc->done)
-            ccall_submit(cc);
+    ch->conn_was_ready = 1;
+    /* a failed submit reports at once; its on_done may cancel or start
+     * other calls, so the walk starts over (calls sent or done are skipped) */
+    struct al_grpc_ccall *cc = ch->calls;
+    while (cc) {
+        if (cc->stream_id || cc->done) {
+            cc = cc->next;
+            continue;
+        }
+        int rc = ccall_submit(cc);
+        if (rc < 0) {
+            ccall_done(cc, AL_GRPC_UNAVAILABLE, nghttp2_strerror(rc));
+            ccall_free(cc);
+            if (!ch->conn || !al_h2conn_ready(ch->conn))
+                return; /* closed: the waiting calls go with it */
+            cc = ch->calls;
+            continue;
+        }
+        cc = cc->next;
     }
     al_h2conn_flush(c);
 }
@@ -388,17 +413,39 @@ static void fail_waiting(struct al_grpc_channel *ch, const char *msg)
     }
 }
 
+static int ch_connect(struct al_grpc_channel *ch);
+
+/* The connection ended. Its calls fail; calls still waiting for a stream (made
+ * while it was closing) get a new connection, unless this one never became
+ * usable (then they fail too: dialling again at once would only loop). */
 static void ch_on_close(struct al_h2conn *c, int err, void *user)
 {
     struct al_grpc_channel *ch = user;
+    int was_ready;
     char msg[160];
     (void)c;
     if (!ch)
         return;
     ch->conn = NULL;
+    was_ready = ch->conn_was_ready;
+    ch->conn_was_ready = 0;
     snprintf(msg, sizeof(msg), "connection to %s lost: %s", ch->target,
              err ? al_strerror(err) : "closed by peer");
-    fail_waiting(ch, msg);
+    if (!was_ready) {
+        fail_waiting(ch, msg);
+        return;
+    }
+    for (;;) { /* on_done may cancel or start others: look again each time */
+        struct al_grpc_ccall *cc = ch->calls;
+        while (cc && !cc->stream_id)
+            cc = cc->next;
+        if (!cc)
+            break;
+        ccall_done(cc, AL_GRPC_UNAVAILABLE, msg);
+        ccall_free(cc);
+    }
+    if (ch->calls && !ch->conn && ch_connect(ch) < 0)
+        fail_waiting(ch, msg);
 }
 
 static int ch_dial(struct al_grpc_channel *ch)
@@ -562,7 +609,11 @@ int al_grpc_channel_call(struct al_grpc_channel *ch, const char *path, const Pro
             return rc;
         }
     } else if (al_h2conn_ready(ch->conn)) {
-        ccall_submit(cc);
+        rc = ccall_submit(cc);
+        if (rc < 0) {
+            ccall_free(cc);
+            return AL_ERR_CLOSED;
+        }
         al_h2conn_flush(ch->conn);
     }
     if (out)
@@ -576,6 +627,8 @@ void al_grpc_ccall_cancel(struct al_grpc_ccall *cc)
         return;
     cc->cancelled = 1;
     ev_timer_stop(cc->ch->loop, &cc->deadline);
+    if (cc->in_done)
+        return; /* whoever called on_done frees it (or resets its stream) */
     if (cc->stream_id && cc->ch->conn) {
         nghttp2_submit_rst_stream(al_h2conn_session(cc->ch->conn), NGHTTP2_FLAG_NONE, cc->stream_id,
                                   NGHTTP2_CANCEL);

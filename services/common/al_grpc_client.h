@@ -62,13 +62,16 @@ int al_grpc_channel_new(struct ev_loop *loop, const struct al_grpc_channel_opts 
  * now; borrowed for the call only) expecting `resp_desc` messages. md is
  * copied. timeout_s > 0 sets grpc-timeout and a local deadline. The call
  * object is owned by the channel and valid until on_done returns. Returns 0,
- * AL_ERR_TOOBIG, AL_ERR_INVAL or AL_ERR_NOMEM (then no callback runs). */
+ * AL_ERR_TOOBIG, AL_ERR_INVAL, AL_ERR_NOMEM or AL_ERR_CLOSED (the connection
+ * took no more streams; the channel dials a new one for the next call): then
+ * no callback runs. */
 int al_grpc_channel_call(struct al_grpc_channel *ch, const char *path, const ProtobufCMessage *req,
                          const ProtobufCMessageDescriptor *resp_desc, const struct al_grpc_md *md,
                          size_t nmd, double timeout_s, const struct al_grpc_ccall_cbs *cbs,
                          void *user, struct al_grpc_ccall **out);
 
-/* Cancels a call (RST_STREAM CANCEL); no callback runs after this. */
+/* Cancels a call (RST_STREAM CANCEL); no callback runs after this. Allowed
+ * inside the call's own on_done. */
 void al_grpc_ccall_cancel(struct al_grpc_ccall *cc);
 
 /* Trailer or header metadata of the response (valid inside on_done). */
