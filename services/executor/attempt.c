@@ -422,11 +422,12 @@ static void finish_done(struct al_grpc_ccall *cc, int status, const char *msg, v
     }
     if (status == AL_GRPC_FAILED_PRECONDITION || status == AL_GRPC_INVALID_ARGUMENT ||
         status == AL_GRPC_PERMISSION_DENIED) {
-        /* retrying cannot help: intake expires the lease and decides */
-        lost(a, status == AL_GRPC_FAILED_PRECONDITION ? "intake refused Finish: lease lost"
-                                                      : "intake refused Finish");
+        /* retrying cannot help: intake expires the lease and decides;
+         * logged first: lost() may free the attempt */
         AL_LOG_ERROR("executor.finish", "job=%s attempt=%d status=%s reason=\"%s\"", a->job_id,
                      a->attempt, al_grpc_status_name(status), msg);
+        lost(a, status == AL_GRPC_FAILED_PRECONDITION ? "intake refused Finish: lease lost"
+                                                      : "intake refused Finish");
         return;
     }
     AL_LOG_WARN("executor.finish", "job=%s attempt=%d status=%s reason=\"%s\" retry=yes", a->job_id,

@@ -52,8 +52,8 @@ static void hb_msg(struct al_grpc_ccall *cc, const ProtobufCMessage *m, void *us
                         "job=%s attempt=%d reason=\"heartbeat: lease "
                         "lost\"",
                         a->job_id, a->attempt);
-            ex_attempt_stop(a, EX_STOP_LOST, "lease lost");
-            break;
+            ex_attempt_stop(a, EX_STOP_LOST, "lease lost"); /* may free a */
+            continue;
         }
         if (st->grant && !a->finished) {
             size_t len = airlock__v1__signed_grant__get_packed_size(st->grant);
