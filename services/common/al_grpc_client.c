@@ -404,13 +404,24 @@ static void ch_on_ready(struct al_h2conn *c, void *user)
     al_h2conn_flush(c);
 }
 
-static void fail_waiting(struct al_grpc_channel *ch, const char *msg)
+/* Fails the channel's calls (only those with a stream when streamed_only);
+ * on_done may cancel or start others, so each round looks again. */
+static void fail_calls(struct al_grpc_channel *ch, const char *msg, int streamed_only)
 {
-    while (ch->calls) {
+    for (;;) {
         struct al_grpc_ccall *cc = ch->calls;
+        while (cc && streamed_only && !cc->stream_id)
+            cc = cc->next;
+        if (!cc)
+            return;
         ccall_done(cc, AL_GRPC_UNAVAILABLE, msg);
         ccall_free(cc);
     }
+}
+
+static void fail_waiting(struct al_grpc_channel *ch, const char *msg)
+{
+    fail_calls(ch, msg, 0);
 }
 
 static int ch_connect(struct al_grpc_channel *ch);
@@ -431,19 +442,7 @@ static void ch_on_close(struct al_h2conn *c, int err, void *user)
     ch->conn_was_ready = 0;
     snprintf(msg, sizeof(msg), "connection to %s lost: %s", ch->target,
              err ? al_strerror(err) : "closed by peer");
-    if (!was_ready) {
-        fail_waiting(ch, msg);
-        return;
-    }
-    for (;;) { /* on_done may cancel or start others: look again each time */
-        struct al_grpc_ccall *cc = ch->calls;
-        while (cc && !cc->stream_id)
-            cc = cc->next;
-        if (!cc)
-            break;
-        ccall_done(cc, AL_GRPC_UNAVAILABLE, msg);
-        ccall_free(cc);
-    }
+    fail_calls(ch, msg, was_ready);
     if (ch->calls && !ch->conn && ch_connect(ch) < 0)
         fail_waiting(ch, msg);
 }

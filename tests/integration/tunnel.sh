@@ -22,8 +22,9 @@
 #             mid-stream (tests/interop/mcp/tunnel_test.mjs)
 #   here      relay keys ls shows no secret; a gateway identity not allowed for
 #             a tunnel is refused; a gateway's control message and GOAWAY read
-#             at once (tests/integration/fake_gateway.py); tunnel status; relay restart (gateways
-#             reconnect, the next request succeeds); every use in credstore's
+#             at once (tests/integration/fake_gateway.py); tunnel status; relay
+#             restart (gateways reconnect, the next request succeeds); every
+#             use in credstore's
 #             audit chain with tool names and without arguments, chain
 #             verified; no secret in any log; services exit cleanly and
 #             without sanitizer reports.
@@ -352,7 +353,9 @@ t_result gateway-identity-not-allowed-refused check_rogue
 check_goaway_race() {
   local c out
   for c in hb-goaway-one-read hb-then-goaway; do
-    out=$(timeout 60 python3 "$HERE/fake_gateway.py" --port "$TP" --ca "$PKI/ca.crt"       --cert "$PKI/gateway-rogue.crt" --key "$PKI/gateway-rogue.key" --tunnel lab --server wiki       "$c" 2>&1) || { echo "fake gateway ($c): $(tail -n 1 <<<"$out")"; return 1; }
+    out=$(timeout 60 python3 "$HERE/fake_gateway.py" --port "$TP" --ca "$PKI/ca.crt" \
+      --cert "$PKI/gateway-rogue.crt" --key "$PKI/gateway-rogue.key" --tunnel lab --server wiki \
+      "$c" 2>&1) || { echo "fake gateway ($c): $(tail -n 1 <<<"$out")"; return 1; }
     kill -0 "$relay_PID" 2>/dev/null || { echo "the relay died ($c): $(srv_sanitizer_free relay)"; return 1; }
     curl -sf --max-time 5 "http://127.0.0.1:$OP/readyz" >/dev/null ||
       { echo "the relay stopped answering /readyz after $c"; return 1; }
