@@ -129,6 +129,10 @@ struct cs_audit {
     char *select_sql; /* "SELECT seq, <fields>, prev_hash, hash FROM audit" */
     sqlite3_stmt *ins;
     sqlite3_stmt *st[N_AST];
+
+    void (*observe)(void *arg, int phase); /* cs_audit_set_txn_observer */
+    void *observe_arg;
+    int observing; /* the transaction in progress is commit_recs' (audit only) */
 };
 
 static int64_t now_ms(void)
@@ -1195,6 +1199,8 @@ int cs_audit_end(struct cs_audit *a, int commit, int *head_rc)
     }
     if (commit && rc == 0)
         rc = ast_exec(a, A_COMMIT);
+    if (commit && rc == 0 && a->observing && a->observe)
+        a->observe(a->observe_arg, CS_AUDIT_TXN_COMMITTED); /* right after COMMIT */
     if (!commit || rc < 0) {
         rollback(a->db);
         a->head_checked = 0; /* whatever happened, check again next time */
@@ -1258,6 +1264,10 @@ static int commit_recs(struct cs_audit *a, rec_t *const *recs, size_t n, int64_t
     if (n == 0 && !a->head_file_stale)
         return 0;
     rc = cs_audit_begin(a);
+    if (rc == 0 && a->observe) {
+        a->observing = 1;
+        a->observe(a->observe_arg, CS_AUDIT_TXN_BEGUN);
+    }
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = cs_audit_insert(a, recs[i], i == 0 ? &first : NULL);
     if (a->in_txn) {
@@ -1265,9 +1275,25 @@ static int commit_recs(struct cs_audit *a, rec_t *const *recs, size_t n, int64_t
         if (rc == 0)
             rc = erc;
     }
+    a->observing = 0;
     if (rc == 0 && first_seq)
         *first_seq = first; /* committed, even if the head file then failed */
     return rc == 0 ? head_rc : rc;
+}
+
+void cs_audit_set_txn_observer(struct cs_audit *a, void (*fn)(void *arg, int phase), void *arg)
+{
+    if (a) {
+        a->observe = fn;
+        a->observe_arg = arg;
+    }
+}
+
+void (*cs_audit_txn_observer(const struct cs_audit *a, void **arg))(void *arg, int phase)
+{
+    if (arg)
+        *arg = a ? a->observe_arg : NULL;
+    return a ? a->observe : NULL;
 }
 
 int cs_audit_commit(struct cs_audit *a, int64_t *first_seq)

@@ -163,6 +163,20 @@ size_t cs_audit_take(struct cs_audit *a, struct cs_audit_batch *b);
  */
 int cs_audit_commit_batch(struct cs_audit *a, struct cs_audit_batch *b, int64_t *first_seq);
 
+/*
+ * Called by cs_audit_commit() and cs_audit_commit_batch() (commits that write
+ * audit records and the audit head only, nothing else): with
+ * CS_AUDIT_TXN_BEGUN once the write transaction holds the database's write
+ * lock, and with CS_AUDIT_TXN_COMMITTED once COMMIT succeeded (before the
+ * head file is written). A transaction that rolls back gets no second call.
+ * The store uses it to follow its own audit commits through the WAL (see
+ * cs_store_audit_step). fn NULL removes it.
+ */
+enum { CS_AUDIT_TXN_BEGUN, CS_AUDIT_TXN_COMMITTED };
+void cs_audit_set_txn_observer(struct cs_audit *a, void (*fn)(void *arg, int phase), void *arg);
+/* The observer set (for chaining one in front of it); NULL when none. */
+void (*cs_audit_txn_observer(const struct cs_audit *a, void **arg))(void *arg, int phase);
+
 /* ---- reading ---- */
 
 /* Result of cs_audit_verify(). */

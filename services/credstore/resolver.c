@@ -207,6 +207,9 @@ static int read_value(struct resolve_ctx *x, struct value_buf *v, struct cs_valu
     const char *name = x->req->credential;
     int rc;
 
+    /* the commit thread's audit commits so far: the read cache follows them
+     * (store.h) instead of refilling after each */
+    cs_svc_follow_commits(x->cs);
     v->cap = CS_VALUE_SMALL;
     v->p = cs_svc_value_get(x->cs, v->cap);
     rc = v->p ? cs_store_get_value(x->cs->store, name, 0, cs_now_ms(), v->p, v->cap, a, info, why)
@@ -220,6 +223,8 @@ static int read_value(struct resolve_ctx *x, struct value_buf *v, struct cs_valu
                   : AL_ERR_NOMEM;
     }
     v->len = rc == 0 ? info->len : 0; /* a failed read is wiped by the store */
+    if (rc == 0)
+        al_metric_add(info->cached ? x->cs->m_read_cached : x->cs->m_read_loaded, 1);
     return rc;
 }
 

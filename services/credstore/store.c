@@ -119,8 +119,11 @@ struct cs_store {
     struct cs_audit *audit;
     int busy_ms;
     sqlite3_stmt *st[N_ST];
-    struct vc_entry *vc;         /* verified-row cache of the Resolve read (VC_SLOTS) */
-    const volatile uint8_t *shm; /* SQLite's mapping of the WAL index, only read (wal_header) */
+    struct vc_entry *vc;             /* verified-row cache of the Resolve read (VC_SLOTS) */
+    const volatile uint8_t *shm;     /* SQLite's mapping of the WAL index, only read (wal_header) */
+    struct cs_store_audit_step step; /* the last audit-only commit (cs_store_audit_step) */
+    void (*on_step)(void *arg, const struct cs_store_audit_step *step);
+    void *on_step_arg;
 };
 
 /* A credentials row. Strings and policy live in an arena. */
@@ -1468,6 +1471,66 @@ static uint32_t vc_slot(const char *name)
     return h % VC_SLOTS;
 }
 
+_Static_assert(CS_STORE_WAL_TAG_LEN == WAL_HDR_LEN, "a step carries whole WAL-index headers");
+
+/* iChange of a WAL-index header (native byte order, as SQLite writes it). */
+static uint32_t wal_ichange(const uint8_t h[WAL_HDR_LEN])
+{
+    uint32_t v;
+
+    memcpy(&v, h + 8, sizeof(v));
+    return v;
+}
+
+/* The audit chain's transaction observer (cs_audit_set_txn_observer). */
+static void audit_observe(void *arg, int phase)
+{
+    struct cs_store *s = arg;
+    struct cs_store_audit_step *st = &s->step;
+
+    if (phase == CS_AUDIT_TXN_BEGUN) {
+        st->ok = wal_header(s, st->before) == 0 ? -1 : 0; /* -1: begun, header read */
+        return;
+    }
+    st->ok = st->ok == -1 && wal_header(s, st->after) == 0 &&
+             wal_ichange(st->after) == wal_ichange(st->before) + 1u;
+    if (st->ok == 1 && s->on_step)
+        s->on_step(s->on_step_arg, st);
+}
+
+void cs_store_on_audit_step(struct cs_store *s,
+                            void (*fn)(void *arg, const struct cs_store_audit_step *step),
+                            void *arg)
+{
+    if (s) {
+        s->on_step = fn;
+        s->on_step_arg = arg;
+    }
+}
+
+void cs_store_audit_step(struct cs_store *s, struct cs_store_audit_step *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (!s)
+        return;
+    if (s->step.ok == 1)
+        *out = s->step;
+    s->step.ok = 0;
+}
+
+void cs_store_audit_follow(struct cs_store *s, const struct cs_store_audit_step *step)
+{
+    if (!s || !s->vc || !step || step->ok != 1)
+        return;
+    for (int i = 0; i < VC_SLOTS; i++) {
+        struct vc_entry *e = &s->vc[i];
+        if (e->used && e->tagged && memcmp(e->tag, step->before, WAL_HDR_LEN) == 0)
+            memcpy(e->tag, step->after, WAL_HDR_LEN);
+    }
+}
+
 /* Reads and verifies name's row and version `version` (0 = current) into e. */
 static int vc_fill(struct cs_store *s, const char *name, int32_t version, struct vc_entry *e,
                    enum cs_why *why)
@@ -1607,6 +1670,7 @@ int cs_store_get_value(struct cs_store *s, const char *name, int32_t version, in
     }
     if (e) { /* nothing committed since the entry was confirmed: no transaction */
         rc = release(s, e, name, now_ms, value, cap, arena, info, why);
+        info->cached = rc == 0;
         goto out;
     }
     rc = rd_begin(s);
@@ -2046,6 +2110,7 @@ int cs_store_open(const struct cs_store_opts *opts, struct cs_store **out)
         return rc;
     }
     shm_map(s);
+    cs_audit_set_txn_observer(s->audit, audit_observe, s);
     *out = s;
     return 0;
 }

@@ -144,6 +144,47 @@ void cs_store_close(struct cs_store *s);
 struct cs_audit *cs_store_audit(struct cs_store *s);
 
 /*
+ * Following audit commits made through another connection (the service's
+ * commit thread) so that they do not empty the Resolve read cache.
+ *
+ * Every commit of any connection rewrites SQLite's WAL-index header, and the
+ * cache of verified credential rows (cs_store_get_value) is used only while
+ * that header is the one it was confirmed under; so each group commit of
+ * audit records, every few milliseconds under load, would send the next
+ * Resolve through a read transaction that reloads and re-MACs the rows. A
+ * commit of cs_audit_commit()/cs_audit_commit_batch() writes audit rows and
+ * the audit head only, never a credential, version or policy row, so a row
+ * confirmed just before it is still the row just after it.
+ *
+ * cs_store_audit_step() reports the last such commit made through s: the
+ * WAL-index header read under the write lock once the transaction began
+ * (before), and the header read right after COMMIT (after). ok is set only
+ * when after's change counter (iChange, which each commit of any connection
+ * increments by one) is before's plus one: exactly one commit, ours, came in
+ * between, so "after" describes the database as our commit left it. A
+ * commit of another process right after ours makes it plus two and the step
+ * is not ok (the cache then refills once, as before). Each step is reported
+ * once (taking it clears it).
+ *
+ * cs_store_audit_follow() applies a step to another store of the same
+ * database: each cache entry confirmed under exactly "before" is moved to
+ * "after". An entry under any other header is left alone (it refills).
+ */
+#define CS_STORE_WAL_TAG_LEN 48
+struct cs_store_audit_step {
+    int ok;
+    uint8_t before[CS_STORE_WAL_TAG_LEN], after[CS_STORE_WAL_TAG_LEN];
+};
+void cs_store_audit_step(struct cs_store *s, struct cs_store_audit_step *out);
+void cs_store_audit_follow(struct cs_store *s, const struct cs_store_audit_step *step);
+/* fn (NULL: none) is also given each ok step as soon as it is known, on the
+ * committing thread, before the head file is written: the other store's
+ * reads in the meantime can follow it at once. */
+void cs_store_on_audit_step(struct cs_store *s,
+                            void (*fn)(void *arg, const struct cs_store_audit_step *step),
+                            void *arg);
+
+/*
  * CredentialAdmin.Put. Creates the credential (value required; version 1
  * CURRENT; revision 1) or replaces its metadata (type, description,
  * template, policy, grace period; revision + 1). On update the value must be
@@ -215,6 +256,7 @@ struct cs_value_info {
     int64_t grace_period_ms;              /* the credential's */
     int64_t grace_end_ms;                 /* of this version if in GRACE, else 0 */
     size_t len;                           /* bytes written to value */
+    int cached; /* the rows came from the verified-row cache, no transaction */
 };
 
 /*
@@ -231,7 +273,9 @@ struct cs_value_info {
  * For version 0 the verified rows (never the value) are kept in a cache that
  * is used only while the database is unchanged since they were read (any
  * commit by any connection, or any row written through this one, refills
- * it with a fresh MAC check); the value is decrypted on every call.
+ * it with a fresh MAC check; audit commits of another store of this process
+ * can be followed, see cs_store_audit_follow); the value is decrypted on
+ * every call.
  */
 int cs_store_get_value(struct cs_store *s, const char *name, int32_t version, int64_t now_ms,
                        uint8_t *value, size_t cap, struct al_arena *arena,

@@ -258,6 +258,33 @@ static void commit_done(struct cs_svc *cs)
         al_grpc_server_flush(cs->svc.grpc);
 }
 
+/* Commit thread, right after an audit COMMIT (cs_store_on_audit_step). */
+static void step_publish(void *arg, const struct cs_store_audit_step *step)
+{
+    struct cs_commit *k = arg;
+
+    pthread_mutex_lock(&k->step_mu);
+    k->step = *step;
+    atomic_fetch_add(&k->step_seq, 1);
+    pthread_mutex_unlock(&k->step_mu);
+}
+
+void cs_svc_follow_commits(struct cs_svc *cs)
+{
+    struct cs_commit *k = &cs->commit;
+    struct cs_store_audit_step step;
+    unsigned seq;
+
+    if (!k->running || atomic_load(&k->step_seq) == k->followed_seq)
+        return;
+    pthread_mutex_lock(&k->step_mu);
+    step = k->step;
+    seq = atomic_load(&k->step_seq);
+    pthread_mutex_unlock(&k->step_mu);
+    k->followed_seq = seq;
+    cs_store_audit_follow(cs->store, &step);
+}
+
 void cs_svc_poll(struct cs_svc *cs)
 {
     if (cs->commit.running && atomic_load_explicit(&cs->commit.done, memory_order_relaxed))
@@ -324,6 +351,10 @@ static int commit_start(struct cs_svc *cs)
     k->state = CS_COMMIT_IDLE;
     k->stop = 0;
     pthread_mutex_init(&k->mu, NULL); /* default attributes: cannot fail on Linux */
+    pthread_mutex_init(&k->step_mu, NULL);
+    atomic_store(&k->step_seq, 0);
+    k->followed_seq = 0;
+    cs_store_on_audit_step(cs->wstore, step_publish, k);
     pthread_cond_init(&k->work_cv, NULL);
     pthread_cond_init(&k->done_cv, NULL);
     ev_async_init(&k->done_w, commit_done_cb);
@@ -353,6 +384,7 @@ static void commit_stop(struct cs_svc *cs)
         k->running = 0;
         ev_async_stop(cs->svc.loop, &k->done_w);
         cs_audit_batch_cleanup(&k->batch);
+        pthread_mutex_destroy(&k->step_mu);
         pthread_cond_destroy(&k->done_cv);
         pthread_cond_destroy(&k->work_cv);
         pthread_mutex_destroy(&k->mu);
@@ -386,6 +418,14 @@ int cs_svc_start(struct cs_svc *cs)
                                              "Resolve calls by decision", "decision=\"allow\"");
     cs->m_resolve_deny = al_metrics_counter(m, "airlock_credstore_resolves_total",
                                             "Resolve calls by decision", "decision=\"deny\"");
+    cs->m_read_cached = al_metrics_counter(m, "airlock_credstore_reads_total",
+                                           "Resolve reads of a credential's rows: from the "
+                                           "verified-row cache, or loaded and MAC-checked",
+                                           "rows=\"cached\"");
+    cs->m_read_loaded = al_metrics_counter(m, "airlock_credstore_reads_total",
+                                           "Resolve reads of a credential's rows: from the "
+                                           "verified-row cache, or loaded and MAC-checked",
+                                           "rows=\"loaded\"");
     cs->m_audit_seq = al_metrics_gauge(m, "airlock_credstore_audit_head_seq",
                                        "Sequence number of the audit chain head", NULL);
     cs->m_commit_fail =

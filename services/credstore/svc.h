@@ -22,7 +22,11 @@
  * At most one batch is in flight; the commit thread touches only the batch
  * and its own connection, under cs->commit.mu. It asks for a short
  * scheduler time slice (a hint), so that on a core it shares with the loop
- * it runs as soon as an fsync returns.
+ * it runs as soon as an fsync returns. Right after each COMMIT it also
+ * publishes where that commit took the WAL (cs_store_on_audit_step, under
+ * cs->commit.step_mu), and the loop's Resolve reads follow it
+ * (cs_svc_follow_commits) so that the verified-row cache is not emptied by
+ * every group commit.
  *
  * Lifecycle: main.c fills struct cs_svc, calls cs_svc_start() (opens the
  * commit thread's connection and starts it), runs the loop, then
@@ -94,6 +98,13 @@ struct cs_commit {
     int64_t first_seq;                  /* seq of the batch's first record when committed */
     int64_t head_seq;                   /* head after the commit */
     char problem[CS_AUDIT_PROBLEM_MAX]; /* the chain found broken ("" if not) */
+    /* The commit thread's last audit commit in the WAL, published right
+     * after its COMMIT for the loop's read cache (store.h); step_seq counts
+     * publications, followed_seq (loop thread) the last one followed. */
+    pthread_mutex_t step_mu;
+    struct cs_store_audit_step step;
+    atomic_uint step_seq;
+    unsigned followed_seq;
 };
 
 struct cs_svc {
@@ -112,6 +123,7 @@ struct cs_svc {
     ev_prepare commit_w;
     ev_timer sweep_w;
     struct cs_waiter *waiting, **waiting_tail;
+    struct al_metric *m_read_cached, *m_read_loaded; /* Resolve reads by cache result */
     struct al_metric *m_resolve_allow, *m_resolve_deny, *m_audit_seq, *m_commit_fail,
         *m_commit_batch, *m_admin_denied;
     uint8_t *pool_small[CS_VALUE_POOL_SMALL]; /* wiped value buffers kept for reuse */
@@ -159,6 +171,10 @@ void cs_svc_value_put(struct cs_svc *cs, uint8_t *buf, size_t cap, size_t used);
  * called between requests, so that a long run of requests in one loop turn
  * does not hold back answers that are ready (they are sent at once). */
 void cs_svc_poll(struct cs_svc *cs);
+
+/* Loop thread: lets the Resolve read cache follow the commit thread's audit
+ * commits published so far (cs_store_on_audit_step), before a read. */
+void cs_svc_follow_commits(struct cs_svc *cs);
 
 /* Writes every queued record now and answers the waiters: waits for the
  * batch in flight, then commits the queue and waits for that too (blocks

@@ -6,6 +6,7 @@
  * a mkdtemp directory that is removed at the end.
  */
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,6 +338,63 @@ static void test_every_byte_flip(void)
     for (size_t n = 0; n < len; n++)
         CU_ASSERT(verify(buf, n) < 0);
     free(c);
+    free(buf);
+}
+
+/* Each key verifies on one reused context (al_grant.c): good and bad
+ * signatures in turn must each get their own answer, from one thread and
+ * from several at once on the shared keyring. */
+struct verify_mix {
+    const uint8_t *good, *bad;
+    size_t len;
+    int wrong; /* answers that were not the expected one */
+};
+
+static void *verify_mix_run(void *arg)
+{
+    struct verify_mix *m = arg;
+    struct al_grant_expect e;
+
+    al_grant_expect_init(&e, SELF, HOLDER);
+    for (int i = 0; i < 200; i++) {
+        Airlock__V1__Grant *out = NULL;
+        int bad = i % 3 == 1;
+        int rc = al_grant_verify(ring, bad ? m->bad : m->good, m->len, &e, NOW, &out, NULL, 0);
+        if (bad ? rc != AL_ERR_CRYPTO : rc != 0)
+            m->wrong++;
+        al_grant_free(out);
+    }
+    return NULL;
+}
+
+static void test_reused_context(void)
+{
+    uint8_t *buf = NULL, *bad;
+    size_t len = 0;
+    pthread_t t[3];
+    struct verify_mix m[3];
+
+    CU_ASSERT_EQUAL_FATAL(sign_with(sig_a, NULL, &buf, &len), 0);
+    bad = malloc(len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bad);
+    memcpy(bad, buf, len);
+    bad[len - 1] ^= 0x40; /* the signature's last byte */
+    for (int i = 0; i < 10; i++) {
+        CU_ASSERT_EQUAL(verify(buf, len), 0);
+        CU_ASSERT_EQUAL(verify(bad, len), AL_ERR_CRYPTO);
+        CU_ASSERT_EQUAL(verify(bad, len), AL_ERR_CRYPTO);
+    }
+    CU_ASSERT_EQUAL(verify(buf, len), 0);
+    for (int i = 0; i < 3; i++) {
+        m[i] = (struct verify_mix){.good = buf, .bad = bad, .len = len};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&t[i], NULL, verify_mix_run, &m[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        CU_ASSERT_EQUAL(m[i].wrong, 0);
+    }
+    CU_ASSERT_EQUAL(ERR_peek_error(), 0);
+    free(bad);
     free(buf);
 }
 
@@ -783,6 +841,7 @@ int main(void)
     CU_add_test(s, "wrong holder", test_wrong_holder);
     CU_add_test(s, "unknown key id", test_unknown_key_id);
     CU_add_test(s, "bad signature", test_bad_signature);
+    CU_add_test(s, "reused verify context, one and three threads", test_reused_context);
     CU_add_test(s, "every byte flipped fails", test_every_byte_flip);
     CU_add_test(s, "issuer must match the key's issuer", test_issuer_mismatch);
     CU_add_test(s, "role pattern rejects other roles", test_issuer_pattern_relay_rejected);

@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 
 #include "al_err.h"
+#include "audit.h"
 #include "store.h"
 
 #define T0 1700000000000LL /* a fixed "now" */
@@ -355,6 +356,138 @@ static void test_row_tamper_while_open(void)
     /* a change through the store itself is seen at once */
     CU_ASSERT_EQUAL(rotate(s, "b/three", "value-three-2", T0 + 1, 0, 0), 0);
     CU_ASSERT_EQUAL(get(s, "b/three", 0, T0 + 2, "value-three-2", NULL), 0);
+    cs_store_close(s);
+}
+
+/* get() that also says whether the rows came from the verified-row cache. */
+static int get_cached(struct cs_store *s, const char *name, const char *want, int *cached)
+{
+    uint8_t *buf = al_secure_alloc(CS_VALUE_MAX);
+    struct cs_value_info info;
+    struct al_arena a;
+    int rc;
+
+    al_arena_init(&a, 0);
+    rc = cs_store_get_value(s, name, 0, T0, buf, CS_VALUE_MAX, &a, &info, NULL);
+    *cached = rc == 0 && info.cached;
+    if (rc == 0 && want) {
+        CU_ASSERT_EQUAL(info.len, strlen(want));
+        CU_ASSERT_EQUAL(memcmp(buf, want, info.len), 0);
+    }
+    al_arena_cleanup(&a);
+    al_secure_free(buf);
+    return rc;
+}
+
+/* One audit record committed through w's own connection (as the service's
+ * commit thread does); returns the step cs_store_audit_step reports. */
+static struct cs_store_audit_step audit_commit_via(struct cs_store *w, int i)
+{
+    Airlock__V1__AuditRecord r = AIRLOCK__V1__AUDIT_RECORD__INIT;
+    struct cs_store_audit_step st;
+    char grant[32];
+    size_t idx = 0;
+    int64_t first = 0;
+
+    snprintf(grant, sizeof(grant), "grant-%d", i);
+    r.time_ms = T0 + i;
+    r.action = AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_RESOLVE;
+    r.decision = AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW;
+    r.caller = "spiffe://airlock/executor/e1";
+    r.issuer = "spiffe://airlock/intake/i0";
+    r.principal = "acme/alice";
+    r.credential = "f/one";
+    r.version = 1;
+    r.destination = "api.example.com:443";
+    r.grant_id = grant;
+    CU_ASSERT_EQUAL(cs_audit_append(cs_store_audit(w), &r, &idx), 0);
+    CU_ASSERT_EQUAL(cs_audit_commit(cs_store_audit(w), &first), 0);
+    CU_ASSERT(first > 0);
+    cs_store_audit_step(w, &st);
+    return st;
+}
+
+/* The observer chained in front of the store's: another connection commits
+ * between our COMMIT and the store's reading of the WAL-index header. */
+static const char *race_dir, *race_sql;
+static void (*race_next)(void *, int);
+static void race_observer(void *arg, int phase)
+{
+    if (phase == CS_AUDIT_TXN_COMMITTED && race_sql)
+        raw_sql(race_dir, race_sql);
+    race_next(arg, phase);
+}
+
+/* Audit-only commits through another connection of this process (the
+ * service's commit thread) keep the read cache when followed, and nothing
+ * else does: a commit of any other connection before, between or right
+ * after them still refills it, MACs checked again. */
+static void test_cache_follows_audit_commits(void)
+{
+    char dir[128];
+    enum cs_why why;
+    struct cs_store *s, *w;
+    struct cs_store_audit_step st, none;
+    int cached = -1;
+    void *arg = NULL;
+
+    newdir(dir, sizeof(dir));
+    s = open_a(dir);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    w = open_a(dir);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
+    CU_ASSERT_EQUAL(put(s, "f/one", "value-one", T0), 0);
+    CU_ASSERT_EQUAL(get_cached(s, "f/one", "value-one", &cached), 0);
+    CU_ASSERT_EQUAL(get_cached(s, "f/one", "value-one", &cached), 0);
+    CU_ASSERT_EQUAL(cached, 1);
+
+    /* nothing committed through w yet: no step */
+    cs_store_audit_step(w, &none);
+    CU_ASSERT_EQUAL(none.ok, 0);
+
+    /* not followed: the commit empties the cache (as before) */
+    st = audit_commit_via(w, 1);
+    CU_ASSERT_EQUAL(st.ok, 1);
+    CU_ASSERT_EQUAL(get_cached(s, "f/one", "value-one", &cached), 0);
+    CU_ASSERT_EQUAL(cached, 0);
+    CU_ASSERT_EQUAL(get_cached(s, "f/one", "value-one", &cached), 0);
+    CU_ASSERT_EQUAL(cached, 1);
+
+    /* followed: still served from the cache, commit after commit */
+    for (int i = 2; i < 6; i++) {
+        st = audit_commit_via(w, i);
+        CU_ASSERT_EQUAL(st.ok, 1);
+        cs_store_audit_follow(s, &st);
+        CU_ASSERT_EQUAL(get_cached(s, "f/one", "value-one", &cached), 0);
+        CU_ASSERT_EQUAL(cached, 1);
+    }
+    /* a step is reported once */
+    cs_store_audit_step(w, &none);
+    CU_ASSERT_EQUAL(none.ok, 0);
+
+    /* another connection commits after ours, before the follow: refilled */
+    st = audit_commit_via(w, 6);
+    raw_sql(dir, "INSERT OR REPLACE INTO meta(k, v) VALUES('test-other', randomblob(8))");
+    cs_store_audit_follow(s, &st);
+    CU_ASSERT_EQUAL(get_cached(s, "f/one", "value-one", &cached), 0);
+    CU_ASSERT_EQUAL(cached, 0);
+
+    /* a row edited by another connection right after our COMMIT, before the
+     * header is read: the step is refused and the edit is caught */
+    race_next = cs_audit_txn_observer(cs_store_audit(w), &arg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(race_next);
+    race_dir = dir;
+    race_sql = "UPDATE credentials SET template_header = 'X-Leak' WHERE name = 'f/one'";
+    cs_audit_set_txn_observer(cs_store_audit(w), race_observer, arg);
+    CU_ASSERT_EQUAL(get_cached(s, "f/one", "value-one", &cached), 0);
+    st = audit_commit_via(w, 7);
+    CU_ASSERT_EQUAL(st.ok, 0);
+    cs_store_audit_follow(s, &st);
+    CU_ASSERT_EQUAL(get(s, "f/one", 0, T0, NULL, &why), AL_ERR_CRYPTO);
+    CU_ASSERT_EQUAL(why, CS_WHY_TAMPERED);
+    race_sql = NULL;
+    cs_audit_set_txn_observer(cs_store_audit(w), race_next, arg);
+    cs_store_close(w);
     cs_store_close(s);
 }
 
@@ -864,6 +997,8 @@ int main(void)
     CU_add_test(s, "no plaintext in db, wal, shm", test_no_plaintext_at_rest);
     CU_add_test(s, "rows edited in SQLite refused", test_row_tamper);
     CU_add_test(s, "rows edited while the store is open refused", test_row_tamper_while_open);
+    CU_add_test(s, "read cache follows audit commits of another connection",
+                test_cache_follows_audit_commits);
     CU_add_test(s, "another process opens the database meanwhile", test_second_process);
     CU_add_test(s, "grace expiry and sweep", test_grace_and_sweep);
     CU_add_test(s, "put/rotate semantics", test_put_semantics);
