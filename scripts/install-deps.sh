@@ -17,7 +17,7 @@ build_pkgs=(
   build-essential cmake pkg-config git ca-certificates openssl
   libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libssl-dev libev-dev
   libconfig-dev libsqlite3-dev libseccomp-dev libc-ares-dev
-  libhttp-parser-dev libjansson-dev
+  libhttp-parser-dev libjansson-dev libsodium-dev
 )
 test_pkgs=(
   libcunit1-dev clang libclang-rt-14-dev nghttp2-client nghttp2-server

@@ -341,9 +341,8 @@ static void test_every_byte_flip(void)
     free(buf);
 }
 
-/* Each key verifies on one reused context (al_grant.c): good and bad
- * signatures in turn must each get their own answer, from one thread and
- * from several at once on the shared keyring. */
+/* Good and bad signatures in turn each get their own answer, from one
+ * thread and from several at once on the shared keyring. */
 struct verify_mix {
     const uint8_t *good, *bad;
     size_t len;
@@ -367,7 +366,7 @@ static void *verify_mix_run(void *arg)
     return NULL;
 }
 
-static void test_reused_context(void)
+static void test_verify_in_turn(void)
 {
     uint8_t *buf = NULL, *bad;
     size_t len = 0;
@@ -841,7 +840,7 @@ int main(void)
     CU_add_test(s, "wrong holder", test_wrong_holder);
     CU_add_test(s, "unknown key id", test_unknown_key_id);
     CU_add_test(s, "bad signature", test_bad_signature);
-    CU_add_test(s, "reused verify context, one and three threads", test_reused_context);
+    CU_add_test(s, "good and bad in turn, one and three threads", test_verify_in_turn);
     CU_add_test(s, "every byte flipped fails", test_every_byte_flip);
     CU_add_test(s, "issuer must match the key's issuer", test_issuer_mismatch);
     CU_add_test(s, "role pattern rejects other roles", test_issuer_pattern_relay_rejected);
