@@ -124,9 +124,6 @@ struct cs_store {
     struct cs_store_audit_step step; /* the last audit-only commit (cs_store_audit_step) */
     void (*on_step)(void *arg, const struct cs_store_audit_step *step);
     void *on_step_arg;
-    int ckpt_inline; /* cs_store_wal_policy: checkpoint in the COMMIT from here */
-    void (*on_frames)(void *arg, int frames);
-    void *on_frames_arg;
 };
 
 /* A credentials row. Strings and policy live in an arena. */
@@ -2139,99 +2136,6 @@ void cs_store_close(struct cs_store *s)
 struct cs_audit *cs_store_audit(struct cs_store *s)
 {
     return s ? s->audit : NULL;
-}
-
-/* ---- WAL checkpoints ---- */
-
-struct cs_store_ckpt {
-    sqlite3 *db;
-};
-
-static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
-{
-    struct cs_store *s = arg;
-
-    if (s->ckpt_inline > 0 && frames >= s->ckpt_inline) {
-        int log = 0, done = 0;
-        int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            AL_LOG_WARN("credstore.checkpoint", "mode=inline frames=%d problem=\"%s\"", frames,
-                        sqlite3_errstr(rc));
-        else if (rc == SQLITE_OK && log >= 0 && done >= 0)
-            frames = log - done;
-    }
-    if (s->on_frames)
-        s->on_frames(s->on_frames_arg, frames);
-    return SQLITE_OK; /* a checkpoint problem never fails the COMMIT it follows */
-}
-
-void cs_store_wal_policy(struct cs_store *s, int inline_frames,
-                         void (*on_frames)(void *arg, int frames), void *arg)
-{
-    if (!s)
-        return;
-    s->ckpt_inline = inline_frames;
-    s->on_frames = on_frames;
-    s->on_frames_arg = arg;
-    if (inline_frames > 0)
-        sqlite3_wal_hook(s->db, wal_hook, s);
-    else
-        sqlite3_wal_autocheckpoint(s->db, 1000); /* SQLite's default */
-}
-
-int cs_store_ckpt_open(const char *data_dir, struct cs_store_ckpt **out)
-{
-    struct cs_store_ckpt *c;
-    char *path = NULL;
-    int rc;
-
-    *out = NULL;
-    if (!data_dir)
-        return AL_ERR_INVAL;
-    c = calloc(1, sizeof(*c));
-    if (!c || asprintf(&path, "%s/%s", data_dir, CS_STORE_DB_FILE) < 0) {
-        free(c);
-        return AL_ERR_NOMEM;
-    }
-    rc = sqlite3_open_v2(path, &c->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL);
-    rc = rc == SQLITE_OK ? 0 : cs_sqlite_err(c->db, rc, "open checkpoint connection");
-    free(path);
-    /* the checkpoint fsyncs the database file unless synchronous is OFF */
-    if (rc == 0)
-        rc = exec(c->db, "PRAGMA synchronous=FULL");
-    if (rc == 0)
-        sqlite3_wal_autocheckpoint(c->db, 0);
-    if (rc < 0) {
-        cs_store_ckpt_close(c);
-        return rc;
-    }
-    *out = c;
-    return 0;
-}
-
-int cs_store_ckpt_run(struct cs_store_ckpt *c, int *wal_frames, int *copied)
-{
-    int log = -1, done = -1, rc;
-
-    if (!c)
-        return AL_ERR_INVAL;
-    rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-    if (wal_frames)
-        *wal_frames = log;
-    if (copied)
-        *copied = done;
-    if (rc == SQLITE_BUSY)
-        return -EBUSY;
-    return rc == SQLITE_OK ? 0 : cs_sqlite_err(c->db, rc, "checkpoint");
-}
-
-void cs_store_ckpt_close(struct cs_store_ckpt *c)
-{
-    if (!c)
-        return;
-    sqlite3_close(c->db);
-    free(c);
 }
 
 /* ---- backup ---- */

@@ -304,40 +304,6 @@ int cs_store_sweep(struct cs_store *s, int64_t now_ms, const char *actor, int *d
 int cs_store_backup(struct cs_store *s, const char *dest_path);
 
 /*
- * WAL checkpoints off the commit path.
- *
- * By default SQLite checkpoints in the connection whose COMMIT takes the WAL
- * past 1000 frames, inside that COMMIT: for the service's commit thread, a
- * group commit every ~130 that also copies every page of the WAL into the
- * database file and fsyncs it, a stall of several milliseconds for the
- * calls waiting on that batch and on the next one (at ~1 % of all calls,
- * right where p99 is read).
- *
- * cs_store_wal_policy() replaces that on s's connection: after each COMMIT,
- * on_frames (may be NULL) is told how many frames the WAL holds, so the
- * caller can have a checkpointer (cs_store_ckpt_*, its own connection on
- * another thread) copy them in the background; only when the WAL reaches
- * inline_frames does the COMMIT checkpoint itself (PASSIVE), which by then
- * mostly finds the frames copied already and only has to catch up, so that
- * the next write can start the WAL over from its beginning (SQLite restarts
- * the WAL only once every frame in it is in the database file).
- * inline_frames 0 keeps SQLite's default.
- */
-void cs_store_wal_policy(struct cs_store *s, int inline_frames,
-                         void (*on_frames)(void *arg, int frames), void *arg);
-
-/* A connection for checkpoints only (data_dir's database, which must exist
- * and be in WAL mode). Returns 0, AL_ERR_NOMEM or a database error. */
-struct cs_store_ckpt;
-int cs_store_ckpt_open(const char *data_dir, struct cs_store_ckpt **out);
-/* One PASSIVE checkpoint (never waits for a lock; copies what no reader
- * still needs, then fsyncs the database file). *wal_frames and *copied (may
- * be NULL) get the frames in the WAL and those now in the database. Returns
- * 0, -EBUSY when another checkpoint was running, or a database error. */
-int cs_store_ckpt_run(struct cs_store_ckpt *c, int *wal_frames, int *copied);
-void cs_store_ckpt_close(struct cs_store_ckpt *c);
-
-/*
  * Appends one record to the audit chain in its own write transaction, for
  * operations done outside the service (airlockctl backup). rec is borrowed;
  * *seq (may be NULL) gets its seq. Safe while the service runs (the chain is

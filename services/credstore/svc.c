@@ -176,103 +176,6 @@ static void *commit_main(void *arg)
     return NULL;
 }
 
-/* ---- the checkpoint thread ---- */
-
-/* Any thread, after a COMMIT (cs_store_wal_policy): wakes the checkpoint
- * thread when the WAL has grown enough and it is not already copying. */
-static void ckpt_frames(void *arg, int frames)
-{
-    struct cs_commit *k = arg;
-
-    if (frames < CS_CKPT_BG_FRAMES)
-        return;
-    pthread_mutex_lock(&k->ckpt_mu);
-    if (!k->ckpt_busy && !k->ckpt_want) {
-        k->ckpt_want = 1;
-        pthread_cond_signal(&k->ckpt_cv);
-    }
-    pthread_mutex_unlock(&k->ckpt_mu);
-}
-
-static void *ckpt_main(void *arg)
-{
-    struct cs_commit *k = arg;
-
-    pthread_mutex_lock(&k->ckpt_mu);
-    for (;;) {
-        while (!k->ckpt_want && !k->ckpt_stop)
-            pthread_cond_wait(&k->ckpt_cv, &k->ckpt_mu);
-        if (k->ckpt_stop)
-            break;
-        k->ckpt_want = 0;
-        k->ckpt_busy = 1;
-        pthread_mutex_unlock(&k->ckpt_mu);
-        int log = -1, done = -1;
-        int rc = cs_store_ckpt_run(k->ckpt, &log, &done);
-        if (rc < 0 && rc != -EBUSY)
-            AL_LOG_WARN("credstore.checkpoint", "mode=background problem=\"%s\"", al_strerror(rc));
-        else
-            AL_LOG_DEBUG("credstore.checkpoint", "mode=background wal_frames=%d copied=%d", log,
-                         done);
-        pthread_mutex_lock(&k->ckpt_mu);
-        k->ckpt_busy = 0;
-    }
-    pthread_mutex_unlock(&k->ckpt_mu);
-    return NULL;
-}
-
-/* Opens the checkpoint connection and starts the thread; without it (any
- * failure is logged) SQLite's own checkpoints in the COMMIT stay in place. */
-static void ckpt_start(struct cs_svc *cs)
-{
-    struct cs_commit *k = &cs->commit;
-    int rc = cs_store_ckpt_open(cs->cfg.data_dir, &k->ckpt);
-
-    if (rc < 0) {
-        AL_LOG_WARN("credstore.start",
-                    "note=\"no checkpoint thread: %s; checkpoints stay in the "
-                    "commits\"",
-                    al_strerror(rc));
-        return;
-    }
-    pthread_mutex_init(&k->ckpt_mu, NULL);
-    pthread_cond_init(&k->ckpt_cv, NULL);
-    k->ckpt_want = k->ckpt_busy = k->ckpt_stop = 0;
-    rc = pthread_create(&k->ckpt_thread, NULL, ckpt_main, k);
-    if (rc != 0) {
-        AL_LOG_WARN("credstore.start", "note=\"no checkpoint thread\" errno=%d", rc);
-        pthread_cond_destroy(&k->ckpt_cv);
-        pthread_mutex_destroy(&k->ckpt_mu);
-        cs_store_ckpt_close(k->ckpt);
-        k->ckpt = NULL;
-        return;
-    }
-    k->ckpt_running = 1;
-    cs_store_wal_policy(cs->wstore, CS_CKPT_INLINE_FRAMES, ckpt_frames, k);
-    cs_store_wal_policy(cs->store, CS_CKPT_INLINE_FRAMES, ckpt_frames, k);
-}
-
-static void ckpt_stop(struct cs_svc *cs)
-{
-    struct cs_commit *k = &cs->commit;
-
-    if (!k->ckpt_running)
-        return;
-    cs_store_wal_policy(cs->store, 0, NULL, NULL);
-    if (cs->wstore)
-        cs_store_wal_policy(cs->wstore, 0, NULL, NULL);
-    pthread_mutex_lock(&k->ckpt_mu);
-    k->ckpt_stop = 1;
-    pthread_cond_signal(&k->ckpt_cv);
-    pthread_mutex_unlock(&k->ckpt_mu);
-    pthread_join(k->ckpt_thread, NULL);
-    k->ckpt_running = 0;
-    pthread_cond_destroy(&k->ckpt_cv);
-    pthread_mutex_destroy(&k->ckpt_mu);
-    cs_store_ckpt_close(k->ckpt);
-    k->ckpt = NULL;
-}
-
 /* Loop thread: hands the queue and its waiters to the commit thread if it is
  * free and there is something to write. */
 static void commit_kick(struct cs_svc *cs)
@@ -457,12 +360,10 @@ static int commit_start(struct cs_svc *cs)
     ev_async_init(&k->done_w, commit_done_cb);
     k->done_w.data = cs;
     ev_async_start(cs->svc.loop, &k->done_w);
-    ckpt_start(cs); /* before the commit thread: it sets wstore's WAL policy */
     rc = pthread_create(&k->thread, NULL, commit_main, cs);
     if (rc != 0) {
         AL_LOG_ERROR("credstore.start", "problem=\"cannot start the commit thread\" errno=%d", rc);
         ev_async_stop(cs->svc.loop, &k->done_w);
-        ckpt_stop(cs);
         return -rc;
     }
     k->running = 1;
@@ -488,7 +389,6 @@ static void commit_stop(struct cs_svc *cs)
         pthread_cond_destroy(&k->work_cv);
         pthread_mutex_destroy(&k->mu);
     }
-    ckpt_stop(cs); /* after the commit thread: no COMMIT can call ckpt_frames */
     cs_store_close(cs->wstore);
     cs->wstore = NULL;
 }

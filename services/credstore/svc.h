@@ -26,12 +26,7 @@
  * publishes where that commit took the WAL (cs_store_on_audit_step, under
  * cs->commit.step_mu), and the loop's Resolve reads follow it
  * (cs_svc_follow_commits) so that the verified-row cache is not emptied by
- * every group commit. A third thread, with a connection of its own, copies
- * the WAL into the database file (PASSIVE checkpoints) whenever a COMMIT
- * leaves CS_CKPT_BG_FRAMES or more in it, so that group commits no longer
- * stop for checkpoints; a COMMIT checkpoints itself only past
- * CS_CKPT_INLINE_FRAMES, to catch up and let the WAL restart (store.h,
- * cs_store_wal_policy).
+ * every group commit.
  *
  * Lifecycle: main.c fills struct cs_svc, calls cs_svc_start() (opens the
  * commit thread's connection and starts it), runs the loop, then
@@ -110,20 +105,7 @@ struct cs_commit {
     struct cs_store_audit_step step;
     atomic_uint step_seq;
     unsigned followed_seq;
-
-    /* The checkpoint thread (cs_store_wal_policy): woken when a COMMIT
-     * leaves CS_CKPT_BG_FRAMES or more in the WAL, it copies them into the
-     * database file on its own connection while batches go on committing. */
-    pthread_t ckpt_thread;
-    int ckpt_running;
-    struct cs_store_ckpt *ckpt;
-    pthread_mutex_t ckpt_mu;
-    pthread_cond_t ckpt_cv;
-    int ckpt_want, ckpt_busy, ckpt_stop; /* under ckpt_mu */
 };
-
-#define CS_CKPT_BG_FRAMES     1000 /* wake the checkpoint thread (SQLite's own threshold) */
-#define CS_CKPT_INLINE_FRAMES 8000 /* a COMMIT catches up itself (restarts the WAL) */
 
 struct cs_svc {
     struct al_service svc;

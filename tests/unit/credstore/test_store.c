@@ -491,72 +491,6 @@ static void test_cache_follows_audit_commits(void)
     cs_store_close(s);
 }
 
-/* Frames reported after each COMMIT (cs_store_wal_policy). */
-static int frames_calls, frames_last, frames_max, frames_drops;
-static void on_frames(void *arg, int frames)
-{
-    (void)arg;
-    if (frames_calls++ && frames < frames_last)
-        frames_drops++;
-    frames_last = frames;
-    if (frames > frames_max)
-        frames_max = frames;
-}
-
-/* Checkpoints off the commit path: each COMMIT reports the WAL's frames, a
- * checkpointer on its own connection copies them meanwhile, a COMMIT past
- * the inline threshold catches up so the WAL starts over, and nothing is
- * lost on the way. */
-static void test_wal_policy(void)
-{
-    char dir[128];
-    struct cs_store *s, *w;
-    struct cs_store_ckpt *ck = NULL;
-    struct cs_audit_verify_result vr;
-    int log = -1, copied = -1, bg = 0;
-    int64_t head0 = -1;
-
-    newdir(dir, sizeof(dir));
-    s = open_a(dir);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-    w = open_a(dir);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
-    CU_ASSERT_EQUAL(put(s, "c/one", "value-one", T0), 0);
-    CU_ASSERT_EQUAL(cs_audit_head(cs_store_audit(s), &head0, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(cs_store_ckpt_open(dir, &ck), 0);
-    frames_calls = frames_last = frames_max = frames_drops = 0;
-    cs_store_wal_policy(w, 60, on_frames, NULL);
-    for (int i = 0; i < 200; i++) {
-        struct cs_store_audit_step st = audit_commit_via(w, 100 + i);
-        CU_ASSERT_EQUAL(st.ok, 1);
-        if (frames_last >= 20) { /* the background checkpointer's turn */
-            CU_ASSERT_EQUAL(cs_store_ckpt_run(ck, &log, &copied), 0);
-            CU_ASSERT(copied > 0 && copied <= log);
-            bg++;
-        }
-    }
-    CU_ASSERT_EQUAL(frames_calls, 200);
-    CU_ASSERT(bg > 0);
-    CU_ASSERT(frames_drops > 0); /* the WAL started over */
-    CU_ASSERT(frames_max < 60 + 20); /* and never ran far past the inline threshold */
-    /* SQLite's default again: no more reports */
-    cs_store_wal_policy(w, 0, NULL, NULL);
-    (void)audit_commit_via(w, 400);
-    CU_ASSERT_EQUAL(frames_calls, 200);
-    /* every record there, the chain intact, the credential readable */
-    CU_ASSERT_EQUAL(cs_audit_verify(cs_store_audit(s), 0, 0, &vr), 0);
-    CU_ASSERT_EQUAL(vr.intact, 1);
-    CU_ASSERT_EQUAL(vr.head_seq, head0 + 201);
-    CU_ASSERT_EQUAL(vr.records_checked, vr.head_seq);
-    CU_ASSERT_EQUAL(get(s, "c/one", 0, T0, "value-one", NULL), 0);
-    cs_store_ckpt_close(ck);
-    cs_store_close(w);
-    cs_store_close(s);
-    /* a missing database is refused, not created */
-    CU_ASSERT(cs_store_ckpt_open("/nonexistent-airlock-dir", &ck) < 0);
-    CU_ASSERT_PTR_NULL(ck);
-}
-
 /* Another process (airlockctl) opening the database while the store is open
  * must find it in use: the store must keep SQLite's locks on the WAL index
  * intact, or that process resets the shared memory under it. */
@@ -1065,7 +999,6 @@ int main(void)
     CU_add_test(s, "rows edited while the store is open refused", test_row_tamper_while_open);
     CU_add_test(s, "read cache follows audit commits of another connection",
                 test_cache_follows_audit_commits);
-    CU_add_test(s, "checkpoints off the commit path", test_wal_policy);
     CU_add_test(s, "another process opens the database meanwhile", test_second_process);
     CU_add_test(s, "grace expiry and sweep", test_grace_and_sweep);
     CU_add_test(s, "put/rotate semantics", test_put_semantics);
