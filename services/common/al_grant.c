@@ -43,8 +43,7 @@ struct kr_key {
     char issuer[AL_GRANT_ISSUER_MAX]; /* SPIFFE id, or a role pattern (see .h) */
     char role[AL_PKI_ROLE_MAX];       /* the pattern's role when wildcard */
     int wildcard;
-    EVP_PKEY *pk;
-    uint8_t raw[AL_GRANT_ED25519_LEN]; /* pk's public key bytes, for libsodium */
+    uint8_t raw[AL_GRANT_ED25519_LEN]; /* the Ed25519 public key, for libsodium */
 };
 
 struct al_grant_keyring {
@@ -137,7 +136,7 @@ static int key_id_valid(const char *id)
 
 /* ---- signer ---- */
 
-/* Takes pk on success and on failure. */
+/* Keeps pk's raw public key; frees pk on success and on failure. */
 static int signer_make(EVP_PKEY *pk, const char *key_id, const char *issuer,
                        struct al_grant_signer **out)
 {
@@ -355,12 +354,6 @@ int al_grant_keyring_new(struct al_grant_keyring **out)
 
 void al_grant_keyring_free(struct al_grant_keyring *kr)
 {
-    if (!kr)
-        return;
-    for (size_t i = 0; i < kr->n; i++) {
-        EVP_PKEY_free(kr->keys[i].pk);
-        kr->keys[i].pk = NULL;
-    }
     free(kr);
 }
 
@@ -421,11 +414,8 @@ static int keyring_add(struct al_grant_keyring *kr, const char *key_id, const ch
             rc = AL_ERR_CRYPTO;
         }
     }
-    if (rc < 0)
-        goto out;
-    k.pk = pk;
-    pk = NULL;
-    kr->keys[kr->n++] = k;
+    if (rc == 0)
+        kr->keys[kr->n++] = k;
 out:
     EVP_PKEY_free(pk);
     return rc;

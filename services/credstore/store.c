@@ -121,7 +121,7 @@ struct cs_store {
     sqlite3_stmt *st[N_ST];
     struct vc_entry *vc;             /* verified-row cache of the Resolve read (VC_SLOTS) */
     const volatile uint8_t *shm;     /* SQLite's mapping of the WAL index, only read (wal_header) */
-    struct cs_store_audit_step step; /* the last audit-only commit (cs_store_audit_step) */
+    struct cs_store_audit_step step; /* the audit-only commit in progress (audit_observe) */
     void (*on_step)(void *arg, const struct cs_store_audit_step *step);
     void *on_step_arg;
 };
@@ -1506,18 +1506,6 @@ void cs_store_on_audit_step(struct cs_store *s,
         s->on_step = fn;
         s->on_step_arg = arg;
     }
-}
-
-void cs_store_audit_step(struct cs_store *s, struct cs_store_audit_step *out)
-{
-    if (!out)
-        return;
-    memset(out, 0, sizeof(*out));
-    if (!s)
-        return;
-    if (s->step.ok == 1)
-        *out = s->step;
-    s->step.ok = 0;
 }
 
 void cs_store_audit_follow(struct cs_store *s, const struct cs_store_audit_step *step)

@@ -156,15 +156,17 @@ struct cs_audit *cs_store_audit(struct cs_store *s);
  * the audit head only, never a credential, version or policy row, so a row
  * confirmed just before it is still the row just after it.
  *
- * cs_store_audit_step() reports the last such commit made through s: the
- * WAL-index header read under the write lock once the transaction began
- * (before), and the header read right after COMMIT (after). ok is set only
- * when after's change counter (iChange, which each commit of any connection
- * increments by one) is before's plus one: exactly one commit, ours, came in
- * between, so "after" describes the database as our commit left it. A
- * commit of another process right after ours makes it plus two and the step
- * is not ok (the cache then refills once, as before). Each step is reported
- * once (taking it clears it).
+ cs_store_on_audit_step() has fn told of each such commit made through s,
+ * on the committing thread, right after COMMIT (before the head file is
+ * written, so the other store's reads in the meantime can follow it at
+ * once): the WAL-index header read under the write lock once the
+ * transaction began (before), and the header read right after COMMIT
+ * (after). A step is reported only when after's change counter (iChange,
+ * which each commit of any connection increments by one) is before's plus
+ * one: exactly one commit, ours, came in between, so "after" describes the
+ * database as our commit left it. A commit of another process right after
+ * ours makes it plus two and nothing is reported (the cache then refills
+ * once, as before). fn NULL: none.
  *
  * cs_store_audit_follow() applies a step to another store of the same
  * database: each cache entry confirmed under exactly "before" is moved to
@@ -175,14 +177,10 @@ struct cs_store_audit_step {
     int ok;
     uint8_t before[CS_STORE_WAL_TAG_LEN], after[CS_STORE_WAL_TAG_LEN];
 };
-void cs_store_audit_step(struct cs_store *s, struct cs_store_audit_step *out);
-void cs_store_audit_follow(struct cs_store *s, const struct cs_store_audit_step *step);
-/* fn (NULL: none) is also given each ok step as soon as it is known, on the
- * committing thread, before the head file is written: the other store's
- * reads in the meantime can follow it at once. */
 void cs_store_on_audit_step(struct cs_store *s,
                             void (*fn)(void *arg, const struct cs_store_audit_step *step),
                             void *arg);
+void cs_store_audit_follow(struct cs_store *s, const struct cs_store_audit_step *step);
 
 /*
  * CredentialAdmin.Put. Creates the credential (value required; version 1

@@ -418,14 +418,12 @@ int cs_svc_start(struct cs_svc *cs)
                                              "Resolve calls by decision", "decision=\"allow\"");
     cs->m_resolve_deny = al_metrics_counter(m, "airlock_credstore_resolves_total",
                                             "Resolve calls by decision", "decision=\"deny\"");
-    cs->m_read_cached = al_metrics_counter(m, "airlock_credstore_reads_total",
-                                           "Resolve reads of a credential's rows: from the "
-                                           "verified-row cache, or loaded and MAC-checked",
-                                           "rows=\"cached\"");
-    cs->m_read_loaded = al_metrics_counter(m, "airlock_credstore_reads_total",
-                                           "Resolve reads of a credential's rows: from the "
-                                           "verified-row cache, or loaded and MAC-checked",
-                                           "rows=\"loaded\"");
+    static const char reads_help[] = "Resolve reads of a credential's rows: from the "
+                                     "verified-row cache, or loaded and MAC-checked";
+    cs->m_read_cached =
+        al_metrics_counter(m, "airlock_credstore_reads_total", reads_help, "rows=\"cached\"");
+    cs->m_read_loaded =
+        al_metrics_counter(m, "airlock_credstore_reads_total", reads_help, "rows=\"loaded\"");
     cs->m_audit_seq = al_metrics_gauge(m, "airlock_credstore_audit_head_seq",
                                        "Sequence number of the audit chain head", NULL);
     cs->m_commit_fail =
