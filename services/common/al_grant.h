@@ -64,7 +64,8 @@ int al_grant_key_id(const EVP_PKEY *pk, char *buf, size_t n);
 struct al_grant_signer {
     char key_id[AL_GRANT_KEY_ID_MAX];
     char issuer[AL_GRANT_ISSUER_MAX]; /* SPIFFE id of the issuing service */
-    EVP_PKEY *key;                    /* Ed25519 private key */
+    uint8_t
+        *sk; /* libsodium Ed25519 secret key (seed || public key), 64 bytes, al_secure_alloc'd */
 };
 
 /*

@@ -177,6 +177,42 @@ static void test_sign_verify_ok(void)
     free(buf);
 }
 
+/* The signer's signature is RFC 8032 Ed25519: deterministic, so byte for byte
+ * the one OpenSSL makes from the same seed over the same message, and its
+ * public key is the one OpenSSL derives. */
+static void test_signature_matches_openssl(void)
+{
+    Airlock__V1__SignedGrant *sg;
+    EVP_PKEY *pk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed_a, 32);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t *buf = NULL, *m, sig[64], pub[32], ossl_pub[32];
+    size_t len = 0, siglen = sizeof sig, publen = sizeof ossl_pub;
+
+    CU_ASSERT_FATAL(pk && ctx);
+    CU_ASSERT_EQUAL(al_grant_signer_public_raw(sig_a, pub, sizeof pub), 0);
+    CU_ASSERT_FATAL(EVP_PKEY_get_raw_public_key(pk, ossl_pub, &publen) == 1);
+    CU_ASSERT(memcmp(pub, ossl_pub, 32) == 0);
+    CU_ASSERT_EQUAL_FATAL(sign_with(sig_a, NULL, &buf, &len), 0);
+    sg = airlock__v1__signed_grant__unpack(NULL, len, buf);
+    CU_ASSERT_FATAL(sg != NULL && sg->signature.len == 64);
+    m = malloc(17 + sg->grant.len);
+    CU_ASSERT_FATAL(m != NULL);
+    memcpy(m, "airlock-grant-v1", 17);
+    memcpy(m + 17, sg->grant.data, sg->grant.len);
+    CU_ASSERT_FATAL(EVP_DigestSignInit(ctx, NULL, NULL, NULL, pk) == 1);
+    CU_ASSERT_FATAL(EVP_DigestSign(ctx, sig, &siglen, m, 17 + sg->grant.len) == 1);
+    CU_ASSERT(siglen == 64 && memcmp(sig, sg->signature.data, 64) == 0);
+    EVP_MD_CTX_free(ctx);
+    ctx = EVP_MD_CTX_new();
+    CU_ASSERT_FATAL(EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pk) == 1);
+    CU_ASSERT(EVP_DigestVerify(ctx, sg->signature.data, 64, m, 17 + sg->grant.len) == 1);
+    free(m);
+    airlock__v1__signed_grant__free_unpacked(sg, NULL);
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pk);
+    free(buf);
+}
+
 static void test_grant_ids_random(void)
 {
     uint8_t *b1 = NULL, *b2 = NULL;
@@ -833,6 +869,7 @@ int main(void)
         return 1;
     s = CU_add_suite("grant", suite_init, suite_clean);
     CU_add_test(s, "sign and verify", test_sign_verify_ok);
+    CU_add_test(s, "signature and public key match OpenSSL's", test_signature_matches_openssl);
     CU_add_test(s, "grant ids are random", test_grant_ids_random);
     CU_add_test(s, "expired", test_expired);
     CU_add_test(s, "not yet valid", test_not_yet_valid);
