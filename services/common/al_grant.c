@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -302,6 +303,27 @@ static int pack_signed(const char *key_id, uint8_t *g, size_t glen, uint8_t *sig
     return 0;
 }
 
+/*
+ * A new grant id: the Unix time in milliseconds in the first 48 bits (big
+ * endian), then 80 random bits from libsodium's CSPRNG (UUIDv7's layout,
+ * without its version bits). Ids one issuer makes sort by time, so an index
+ * on them (credstore's audit table has one) grows at its right edge, one
+ * page per group commit, instead of taking each record at a random leaf;
+ * 80 random bits keep ids unique and unguessable. Before 1970 or past the
+ * year 10889 the time part is 0 or wraps, which only costs that ordering.
+ */
+static void new_grant_id(uint8_t id[16])
+{
+    struct timespec ts;
+    uint64_t ms = 0;
+
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && ts.tv_sec >= 0)
+        ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    for (int i = 0; i < 6; i++)
+        id[i] = (uint8_t)(ms >> (40 - 8 * i));
+    randombytes_buf(id + 6, 10);
+}
+
 int al_grant_sign(const struct al_grant_signer *s, const Airlock__V1__Grant *g, uint8_t **out,
                   size_t *outlen)
 {
@@ -317,7 +339,7 @@ int al_grant_sign(const struct al_grant_signer *s, const Airlock__V1__Grant *g, 
     *outlen = 0;
     copy = *g; /* shallow: only the two pointers below are replaced */
     if (!str_set(copy.grant_id)) {
-        randombytes_buf(rnd, sizeof rnd); /* libsodium's CSPRNG (getrandom) */
+        new_grant_id(rnd);
         hex(id, rnd, sizeof rnd);
         copy.grant_id = id;
     }

@@ -90,7 +90,8 @@ void al_grant_signer_free(struct al_grant_signer *s);
 int al_grant_signer_public_raw(const struct al_grant_signer *s, uint8_t *pub, size_t publen);
 
 /*
- * Signs g: fills grant_id with 128 random bits in hex when empty and issuer with
+ * Signs g: fills grant_id when empty (32 hex digits: the time in ms in the first
+ * 48 bits, then 80 random bits, so ids sort by time) and issuer with
  * the signer's issuer when empty (a different non-empty issuer is AL_ERR_INVAL),
  * checks the grant is well formed (every string field set, each credential and
  * destination non-empty, 0 < not_before_ms < expires_ms), serializes it and

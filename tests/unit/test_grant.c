@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #include <CUnit/Basic.h>
@@ -213,16 +214,65 @@ static void test_signature_matches_openssl(void)
     free(buf);
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The id a signed grant carries (copied into id[33]). */
+static void signed_id(char id[33])
+{
+    struct al_grant_expect e;
+    Airlock__V1__Grant *g = NULL;
+    uint8_t *b = NULL;
+    size_t l = 0;
+
+    id[0] = '\0';
+    CU_ASSERT_EQUAL_FATAL(sign_with(sig_a, NULL, &b, &l), 0);
+    al_grant_expect_init(&e, SELF, HOLDER);
+    CU_ASSERT_EQUAL_FATAL(al_grant_verify(ring, b, l, &e, NOW, &g, NULL, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(strlen(g->grant_id), 32);
+    memcpy(id, g->grant_id, 33);
+    al_grant_free(g);
+    free(b);
+}
+
+/* Ids: 32 hex digits, the signing time in ms in the first 12, then 80 random
+ * bits; never the same twice, and ids made later sort after earlier ones. */
 static void test_grant_ids_random(void)
 {
-    uint8_t *b1 = NULL, *b2 = NULL;
-    size_t l1 = 0, l2 = 0;
+    char ids[64][33], prev[33] = "";
+    int64_t t0 = wall_ms(), t1;
 
-    CU_ASSERT_EQUAL_FATAL(sign_with(sig_a, NULL, &b1, &l1), 0);
-    CU_ASSERT_EQUAL_FATAL(sign_with(sig_a, NULL, &b2, &l2), 0);
-    CU_ASSERT(l1 != l2 || memcmp(b1, b2, l1) != 0);
-    free(b1);
-    free(b2);
+    for (int i = 0; i < 64; i++) {
+        if (i == 32) { /* a later millisecond for the second half */
+            int64_t t = wall_ms();
+            while (wall_ms() < t + 2)
+                ;
+        }
+        signed_id(ids[i]);
+    }
+    t1 = wall_ms();
+    for (int i = 0; i < 64; i++) {
+        char ms_hex[13];
+        unsigned long long ms;
+
+        CU_ASSERT_EQUAL(strspn(ids[i], "0123456789abcdef"), 32);
+        memcpy(ms_hex, ids[i], 12);
+        ms_hex[12] = '\0';
+        ms = strtoull(ms_hex, NULL, 16);
+        CU_ASSERT((int64_t)ms >= t0 && (int64_t)ms <= t1);
+        for (int j = 0; j < i; j++)
+            CU_ASSERT(strcmp(ids[i] + 12, ids[j] + 12) != 0); /* random parts differ */
+        if (i >= 32)
+            CU_ASSERT(strcmp(ids[i], ids[i - 32]) > 0);
+        if (i)
+            CU_ASSERT(strncmp(ids[i], prev, 12) >= 0); /* time never goes back here */
+        memcpy(prev, ids[i], 33);
+    }
 }
 
 static void test_expired(void)
@@ -870,7 +920,7 @@ int main(void)
     s = CU_add_suite("grant", suite_init, suite_clean);
     CU_add_test(s, "sign and verify", test_sign_verify_ok);
     CU_add_test(s, "signature and public key match OpenSSL's", test_signature_matches_openssl);
-    CU_add_test(s, "grant ids are random", test_grant_ids_random);
+    CU_add_test(s, "grant ids: time then 80 random bits, unique, sorted", test_grant_ids_random);
     CU_add_test(s, "expired", test_expired);
     CU_add_test(s, "not yet valid", test_not_yet_valid);
     CU_add_test(s, "wrong audience", test_wrong_audience);
