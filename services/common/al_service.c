@@ -3,6 +3,8 @@
  * signals); see al_service.h.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "al_err.h"
 #include "al_grpc.h"
@@ -333,6 +336,66 @@ void al_service_drain(struct al_service *svc)
     al_grpc_server_shutdown(svc->grpc, drained_cb, svc);
 }
 
+/*
+ * Heap trim. glibc returns freed memory to the kernel only from the top of
+ * the heap, so after a burst (a relay holding 10,000 streams, their response
+ * bytes queued up to its receive windows) a process can keep hundreds of MB
+ * resident that malloc holds free. Every AL_TRIM_INTERVAL_S, when at least
+ * AL_TRIM_SLACK bytes are free in malloc's arenas and resident memory exceeds
+ * what is allocated by that much too, malloc_trim(0) hands the free pages back
+ * (madvise). Free memory that trimming cannot hand back (pages shared with
+ * live small blocks) would satisfy that test again every time, so once a trim
+ * ran, the next waits until resident memory has grown by AL_TRIM_SLACK over
+ * what that trim left.
+ */
+#define AL_TRIM_INTERVAL_S 10.0
+#define AL_TRIM_SLACK      ((size_t)32 << 20)
+
+/* Resident bytes of this process (/proc/self/statm), 0 when unknown. */
+static size_t resident_bytes(void)
+{
+    char buf[128];
+    unsigned long long size = 0, res = 0;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    if (sscanf(buf, "%llu %llu", &size, &res) != 2)
+        return 0;
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+int al_heap_trim_due(size_t resident, size_t allocated, size_t free_in_heap, size_t last_left,
+                     size_t slack)
+{
+    return free_in_heap >= slack && resident > allocated && resident - allocated >= slack &&
+           (last_left == 0 || (resident > last_left && resident - last_left >= slack));
+}
+
+static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    static size_t last_left; /* resident bytes the last trim left; the loop thread's own */
+    struct mallinfo2 mi = mallinfo2();
+    size_t before = resident_bytes(), after;
+
+    (void)loop;
+    (void)w;
+    (void)revents;
+    if (before && before < last_left)
+        last_left = before; /* shrank on its own since: measure growth from here */
+    if (!al_heap_trim_due(before, mi.uordblks + mi.hblkhd, mi.fordblks, last_left, AL_TRIM_SLACK))
+        return;
+    (void)malloc_trim(0);
+    after = resident_bytes();
+    last_left = after ? after : before;
+    AL_LOG_INFO("service.heap_trim", "rss_before_kb=%zu rss_after_kb=%zu heap_free_kb=%zu",
+                before / 1024, after / 1024, mi.fordblks / 1024);
+}
+
 static void log_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)loop;
@@ -366,6 +429,8 @@ int al_service_run(struct al_service *svc)
         svc->tls_watch_w.data = svc;
         ev_timer_start(svc->loop, &svc->tls_watch_w);
     }
+    ev_timer_init(&svc->trim_w, trim_cb, AL_TRIM_INTERVAL_S, AL_TRIM_INTERVAL_S);
+    ev_timer_start(svc->loop, &svc->trim_w);
     AL_LOG_INFO("service.start", "grpc_port=%d ops_port=%d tls=%s", al_grpc_server_port(svc->grpc),
                 al_ops_port(svc->ops), svc->tls ? "mtls" : "off");
     al_log_batch_start();
@@ -387,6 +452,7 @@ void al_service_cleanup(struct al_service *svc)
     ev_signal_stop(svc->loop, &svc->sig_int);
     ev_signal_stop(svc->loop, &svc->sig_hup);
     ev_timer_stop(svc->loop, &svc->tls_watch_w);
+    ev_timer_stop(svc->loop, &svc->trim_w);
     al_ops_free(svc->ops);
     svc->ops = NULL;
     al_grpc_server_free(svc->grpc);

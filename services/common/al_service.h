@@ -67,6 +67,7 @@ struct al_service {
     struct al_ops *ops;
     ev_signal sig_term, sig_int, sig_hup;
     ev_timer tls_watch_w;
+    ev_timer trim_w;  /* hands memory malloc holds free back to the kernel after bursts */
     ev_prepare log_w; /* writes the loop turn's batched log lines before the loop waits */
     const char *watch_paths[AL_SERVICE_WATCH_MAX]; /* the TLS files + al_service_watch_file() */
     size_t n_watch;
@@ -136,5 +137,15 @@ void al_service_release(struct al_service *svc);
 void al_service_drain(struct al_service *svc);
 
 void al_service_cleanup(struct al_service *svc);
+
+/*
+ * The heap-trim test the service loop applies every 10 s: at least slack
+ * bytes free in malloc's arenas; resident memory above what is allocated
+ * (arenas in use plus mmapped blocks) by at least slack; and, once a trim
+ * ran (last_left: the resident bytes it left, 0 = none yet), resident memory
+ * grown by at least slack since. Exposed for tests.
+ */
+int al_heap_trim_due(size_t resident, size_t allocated, size_t free_in_heap, size_t last_left,
+                     size_t slack);
 
 #endif

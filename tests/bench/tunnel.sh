@@ -49,7 +49,8 @@
 #               connection (the upstream holds each open after its first
 #               event until released); relay and gateway RSS (/proc/PID/status)
 #               before, with every stream open that the servers' limits let
-#               open, and after all completed. When the relay's
+#               open, right after all completed, and settled (12 s later,
+#               once the services' heap trim had a pass). When the relay's
 #               SETTINGS_MAX_CONCURRENT_STREAMS is below BENCH_STREAMS, the run
 #               is repeated with as many connections as it takes to hold
 #               BENCH_STREAMS streams open at once.
@@ -89,7 +90,8 @@
 #            nocache_added_p50_ms=... tput_mb_per_s=... nghttpx_tput_mb_per_s=...
 #            streams=... max_open_one_conn=... relay_rss_kb=<before>/<during>
 #            gateway_rss_kb=... all_open=... over_conns=... relay_rss_all_kb=...
-#            gateway_rss_all_kb=...   (the *_all figures: the run over enough
+#            gateway_rss_all_kb=... relay_rss_settled_kb=... gateway_rss_settled_kb=...
+#            (the *_all figures: the run over enough
 #            connections to hold BENCH_STREAMS open, or the one-connection run)
 set -euo pipefail
 
@@ -516,6 +518,12 @@ if ((MAXOPEN1 < STREAMS && PEER_MAX > 0)); then
   stream_run many "$CONNS2"
   S2=$S S2_OUT=$S_OUT
 fi
+# settled: RSS once the services have had a heap-trim pass (al_service, every
+# 10 s) after the streams, to show what a burst leaves resident
+sleep 12
+vmrss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo -; }
+declare -A SETTLED
+for n in relay gateway; do SETTLED[$n]=$(vmrss "${PID[$n]}"); done
 
 # --- audit, logs, clean stop --------------------------------------------------------
 metric() { # OPSPORT SERIES-PREFIX -> sum of matching series (0 when absent)
@@ -599,6 +607,8 @@ for n in relay gateway; do
     "after $(rss "$S1_OUT" $n after_kb), peak $(rss "$S1_OUT" $n peak_kb);" \
     "$(rss "$S1_OUT" $n per_open_stream_b) bytes per open stream"
 done
+log "  settled, 12 s after the last stream run (freed memory handed back): relay RSS" \
+  "${SETTLED[relay]} kB, gateway ${SETTLED[gateway]} kB"
 if [[ -n $S2 ]]; then
   log "  the relay holds at most $PEER_MAX streams per agent connection, so again over" \
     "$(kv "$S2" connections) connections: open at once $(kv "$S2" max_open), completed" \
@@ -632,7 +642,7 @@ FE=$(kv "$S1" first_event_at_sample)
 ((MAXOPEN1 < TARGET_STREAMS && STREAMS >= TARGET_STREAMS)) &&
   note "only $MAXOPEN1 streams could be open at once on one agent connection (target $TARGET_STREAMS)"
 SA_OUT=${S2_OUT:-$S1_OUT} SA=${S2:-$S1}
-printf 'summary: ratio=%s added_p50_ms=%s added_p99_ms=%s nghttpx_added_p50_ms=%s nghttpx_added_p99_ms=%s small_ratio=%s small_added_p50_ms=%s small_added_p99_ms=%s nocache_added_p50_ms=%s tput_mb_per_s=%s nghttpx_tput_mb_per_s=%s streams=%s max_open_one_conn=%s relay_rss_kb=%s/%s gateway_rss_kb=%s/%s all_open=%s over_conns=%s relay_rss_all_kb=%s/%s gateway_rss_all_kb=%s/%s\n' \
+printf 'summary: ratio=%s added_p50_ms=%s added_p99_ms=%s nghttpx_added_p50_ms=%s nghttpx_added_p99_ms=%s small_ratio=%s small_added_p50_ms=%s small_added_p99_ms=%s nocache_added_p50_ms=%s tput_mb_per_s=%s nghttpx_tput_mb_per_s=%s streams=%s max_open_one_conn=%s relay_rss_kb=%s/%s gateway_rss_kb=%s/%s all_open=%s over_conns=%s relay_rss_all_kb=%s/%s gateway_rss_all_kb=%s/%s relay_rss_settled_kb=%s gateway_rss_settled_kb=%s\n' \
   "$RATIO" "${ADD50[mcp_ours]}" "${ADD99[mcp_ours]}" "${ADD50[mcp_nghttpx]}" "${ADD99[mcp_nghttpx]}" \
   "$SMALL_RATIO" "${ADD50[small_ours]}" "${ADD99[small_ours]}" "${ADD50[mcp_nocache]:-n/a}" \
   "${MBPS[tput_ours]}" "${MBPS[tput_nghttpx]}" "$STREAMS" "$MAXOPEN1" \
@@ -640,4 +650,5 @@ printf 'summary: ratio=%s added_p50_ms=%s added_p99_ms=%s nghttpx_added_p50_ms=%
   "$(rss "$S1_OUT" gateway before_kb)" "$(rss "$S1_OUT" gateway during_kb)" \
   "$(kv "$SA" max_open)" "$(kv "$SA" connections)" \
   "$(rss "$SA_OUT" relay before_kb)" "$(rss "$SA_OUT" relay during_kb)" \
-  "$(rss "$SA_OUT" gateway before_kb)" "$(rss "$SA_OUT" gateway during_kb)"
+  "$(rss "$SA_OUT" gateway before_kb)" "$(rss "$SA_OUT" gateway during_kb)" \
+  "${SETTLED[relay]}" "${SETTLED[gateway]}"
