@@ -15,10 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/rand.h>
-
 #include "al_err.h"
 #include "al_edge_audit.h"
+#include "al_id.h"
 
 #define DECISION_ALLOW AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_ALLOW
 #define DECISION_DENY  AIRLOCK__V1__AUDIT_DECISION__AUDIT_DECISION_DENY
@@ -33,7 +32,7 @@ struct rec {
 struct batch {
     struct rec *recs; /* in order */
     size_t n;
-    char id[33];
+    char id[AL_ID_HEX_LEN + 1];
     Airlock__V1__EdgeUseRecord **rp;
     Airlock__V1__SignedGrant **gp;
     Airlock__V1__AppendAuditRequest req;
@@ -259,17 +258,6 @@ static int batch_due(const struct al_edge_audit *a, double now)
                                now - a->head->queued >= a->o.flush_s);
 }
 
-static int random_id(char out[33])
-{
-    unsigned char r[16];
-
-    if (RAND_bytes(r, sizeof(r)) != 1)
-        return AL_ERR_CRYPTO;
-    for (size_t i = 0; i < sizeof(r); i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
-    return 0;
-}
-
 /* Moves the first k pending records into a new batch and builds its request. */
 static struct batch *batch_form(struct al_edge_audit *a, size_t k)
 {
@@ -278,7 +266,7 @@ static struct batch *batch_form(struct al_edge_audit *a, size_t k)
     size_t ng = 0;
 
     if (!b || !(b->rp = calloc(k, sizeof(*b->rp))) || !(b->gp = calloc(k, sizeof(*b->gp))) ||
-        random_id(b->id) < 0) {
+        al_id_new_hex(b->id) < 0) { /* time-ordered: see al_id.h */
         batch_free(b, 0);
         return NULL;
     }

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -32,6 +31,7 @@
 
 #include "al_err.h"
 #include "al_grant.h"
+#include "al_id.h"
 #include "al_wipe.h"
 #include "al_pki.h"
 
@@ -303,33 +303,12 @@ static int pack_signed(const char *key_id, uint8_t *g, size_t glen, uint8_t *sig
     return 0;
 }
 
-/*
- * A new grant id: the Unix time in milliseconds in the first 48 bits (big
- * endian), then 80 random bits from libsodium's CSPRNG (UUIDv7's layout,
- * without its version bits). Ids one issuer makes sort by time, so an index
- * on them (credstore's audit table has one) grows at its right edge, one
- * page per group commit, instead of taking each record at a random leaf;
- * 80 random bits keep ids unique and unguessable. Before 1970 or past the
- * year 10889 the time part is 0 or wraps, which only costs that ordering.
- */
-static void new_grant_id(uint8_t id[16])
-{
-    struct timespec ts;
-    uint64_t ms = 0;
-
-    if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && ts.tv_sec >= 0)
-        ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    for (int i = 0; i < 6; i++)
-        id[i] = (uint8_t)(ms >> (40 - 8 * i));
-    randombytes_buf(id + 6, 10);
-}
-
 int al_grant_sign(const struct al_grant_signer *s, const Airlock__V1__Grant *g, uint8_t **out,
                   size_t *outlen)
 {
     Airlock__V1__Grant copy;
-    char id[33];
-    uint8_t rnd[16], sig[SIG_LEN], *gbuf = NULL;
+    char id[AL_ID_HEX_LEN + 1];
+    uint8_t sig[SIG_LEN], *gbuf = NULL;
     size_t glen;
     int rc = AL_ERR_INVAL;
 
@@ -339,9 +318,11 @@ int al_grant_sign(const struct al_grant_signer *s, const Airlock__V1__Grant *g, 
     *outlen = 0;
     copy = *g; /* shallow: only the two pointers below are replaced */
     if (!str_set(copy.grant_id)) {
-        new_grant_id(rnd);
-        hex(id, rnd, sizeof rnd);
-        copy.grant_id = id;
+        if (al_id_new_hex(id) < 0) {
+            rc = AL_ERR_CRYPTO;
+            goto out;
+        }
+        copy.grant_id = id; /* time-ordered: see al_id.h */
     }
     if (!str_set(copy.issuer))
         copy.issuer = (char *)s->issuer; /* only read by pack */

@@ -69,7 +69,7 @@ static const char mint_help[] =
     "  --backdate DURATION  start the validity window this long ago (e.g. with\n"
     "                       --ttl 1m --backdate 10m: an expired grant, for tests)\n"
     "  --subject S          default job/mint-<random>/attempt/1\n"
-    "  --grant-id HEX       default 128 random bits\n"
+    "  --grant-id HEX       default: 48-bit ms time then 80 random bits (al_id.h)\n"
     "  --out FILE           write there (mode 0600) instead of stdout (binary;\n"
     "                       refused on a terminal)\n"
     "The grant id, holder and expiry are printed to stderr (stdout with --out).\n";

@@ -48,7 +48,7 @@
 
 #define IN_STORE_DB_FILE   "intake.db"
 #define IN_SCHEMA_VERSION  1
-#define IN_JOB_ID_LEN      32 /* 128 random bits in hex */
+#define IN_JOB_ID_LEN      32 /* 128 bits in hex, time-ordered (al_id.h) */
 #define IN_PRINCIPAL_MAX   128
 #define IN_SESSION_MAX     128
 #define IN_IDEM_MAX        128

@@ -14,6 +14,7 @@
 
 #include "al_base64.h"
 #include "al_err.h"
+#include "al_id.h"
 #include "al_log.h"
 #include "al_metrics.h"
 #include "insvc.h"
@@ -128,14 +129,15 @@ static int new_job(struct in_svc *s, const struct in_caller *c, const char *key,
 {
     Airlock__V1__JobEvent ev = AIRLOCK__V1__JOB_EVENT__INIT;
     Airlock__V1__StateChange sc = AIRLOCK__V1__STATE_CHANGE__INIT;
-    uint8_t rid[16];
     int64_t now = in_now_ms();
     int rc;
 
+    _Static_assert(IN_JOB_ID_LEN == AL_ID_HEX_LEN, "job ids are al_id hex");
     memset(j, 0, sizeof(*j));
-    if ((rc = in_random(rid, sizeof(rid))) < 0)
+    /* time-ordered (al_id.h): the jobs' id index and the events table, keyed
+     * by job id, grow at their right edge instead of at a random leaf */
+    if ((rc = al_id_new_hex(j->id)) < 0)
         return rc;
-    in_hex(rid, sizeof(rid), j->id);
     snprintf(j->principal, sizeof(j->principal), "%s", c->principal);
     j->auth_method = c->auth_method;
     snprintf(j->key_id, sizeof(j->key_id), "%s", c->key_id);
