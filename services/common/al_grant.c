@@ -32,8 +32,8 @@
 #include "al_err.h"
 #include "al_grant.h"
 #include "al_id.h"
-#include "al_wipe.h"
 #include "al_pki.h"
+#include "al_wipe.h"
 
 #define SIG_LEN     64
 #define KEY_ID_HEX  16 /* hex digits of SHA-256(raw public key) in a derived key id */

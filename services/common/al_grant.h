@@ -64,8 +64,9 @@ int al_grant_key_id(const EVP_PKEY *pk, char *buf, size_t n);
 struct al_grant_signer {
     char key_id[AL_GRANT_KEY_ID_MAX];
     char issuer[AL_GRANT_ISSUER_MAX]; /* SPIFFE id of the issuing service */
-    uint8_t
-        *sk; /* libsodium Ed25519 secret key (seed || public key), 64 bytes, al_secure_alloc'd */
+    /* libsodium's Ed25519 secret key (seed || public key), 64 bytes, in
+     * al_secure_alloc'd locked memory */
+    uint8_t *sk;
 };
 
 /*
