@@ -1817,9 +1817,12 @@ static int pragmas(struct cs_store *s)
     }
     /* cache_size: the audit table's indexes stay in memory (16 MiB per
      * connection) instead of being read back with a pread(2) per page */
-    return exec(s->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
-                       " PRAGMA secure_delete=ON; PRAGMA cell_size_check=ON;"
-                       " PRAGMA cache_size=-16384;");
+    rc = exec(s->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                     " PRAGMA secure_delete=ON; PRAGMA cell_size_check=ON;"
+                     " PRAGMA cache_size=-16384;");
+    if (rc == 0 && sqlite3_wal_autocheckpoint(s->db, CS_WAL_CHECKPOINT_FRAMES) != SQLITE_OK)
+        rc = cs_sqlite_err(s->db, SQLITE_ERROR, "wal_autocheckpoint");
+    return rc;
 }
 
 static int keys_copy(struct cs_store *s, const struct cs_keyring *k)

@@ -913,6 +913,45 @@ static void test_rotate_master_refuses_tampered(void)
     CU_ASSERT_EQUAL(rc, AL_ERR_CRYPTO);
 }
 
+/* Audit commits checkpoint every CS_WAL_CHECKPOINT_FRAMES frames: the WAL
+ * (which SQLite reuses from its start after a complete checkpoint) never
+ * grows much past that, where SQLite's default of 1000 frames would let it
+ * reach ~4 MiB here. */
+static void test_wal_checkpoints(void)
+{
+    Airlock__V1__AuditRecord rec = AIRLOCK__V1__AUDIT_RECORD__INIT;
+    char dir[128], path[300], grant[32];
+    struct stat st;
+    struct cs_store *s;
+    off_t max = 0;
+
+    newdir(dir, sizeof(dir));
+    s = open_a(dir);
+    snprintf(path, sizeof(path), "%s/credstore.db-wal", dir);
+    rec.action = AIRLOCK__V1__AUDIT_ACTION__AUDIT_ACTION_RESOLVE;
+    rec.caller = "spiffe://airlock/executor/e1";
+    rec.principal = "acme/alice";
+    rec.credential = "w/one";
+    for (int i = 0; i < 300; i++) {
+        for (int j = 0; j < 8; j++) {
+            snprintf(grant, sizeof(grant), "grant-%06d-%d", i, j);
+            rec.grant_id = grant;
+            CU_ASSERT_EQUAL(cs_audit_append(cs_store_audit(s), &rec, NULL), 0);
+        }
+        CU_ASSERT_EQUAL(cs_audit_commit(cs_store_audit(s), NULL), 0);
+        CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+        if (st.st_size > max)
+            max = st.st_size;
+    }
+    /* header + frames of (24-byte frame header + 4 KiB page) */
+    CU_ASSERT(max > 0);
+    CU_ASSERT(max <= 32 + (off_t)(CS_WAL_CHECKPOINT_FRAMES + 64) * (24 + 4096));
+    int64_t head = 0;
+    CU_ASSERT_EQUAL(cs_audit_head(cs_store_audit(s), &head, NULL), 0);
+    CU_ASSERT_EQUAL(head, 2400);
+    cs_store_close(s);
+}
+
 static void test_backup_restore(void)
 {
     Airlock__V1__AuditRecord rec = AIRLOCK__V1__AUDIT_RECORD__INIT;
@@ -1016,6 +1055,7 @@ int main(void)
     CU_add_test(s, "master key rotation", test_rotate_master);
     CU_add_test(s, "rotation refuses tampered rows", test_rotate_master_refuses_tampered);
     CU_add_test(s, "backup and restore", test_backup_restore);
+    CU_add_test(s, "audit commits checkpoint the WAL", test_wal_checkpoints);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     failed = CU_get_number_of_failures();
