@@ -1820,8 +1820,11 @@ static int pragmas(struct cs_store *s)
     rc = exec(s->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
                      " PRAGMA secure_delete=ON; PRAGMA cell_size_check=ON;"
                      " PRAGMA cache_size=-16384;");
-    if (rc == 0 && sqlite3_wal_autocheckpoint(s->db, CS_WAL_CHECKPOINT_FRAMES) != SQLITE_OK)
-        rc = cs_sqlite_err(s->db, SQLITE_ERROR, "wal_autocheckpoint");
+    if (rc == 0) {
+        int src = sqlite3_wal_autocheckpoint(s->db, CS_WAL_CHECKPOINT_FRAMES);
+        if (src != SQLITE_OK)
+            rc = cs_sqlite_err(s->db, src, "wal_autocheckpoint");
+    }
     return rc;
 }
 
